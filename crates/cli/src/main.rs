@@ -1,0 +1,63 @@
+//! `partnerdb`: the server and the command line, one binary.
+//!
+//! Exit status, for every command: 0 when the command succeeded and found
+//! nothing wrong; 1 when it ran and found something (an invalid policy, a
+//! failing test case, a lint error, a difference, an invalid request line);
+//! 2 when it could not do its job (bad usage, an unreadable file, a policy
+//! that does not check for a command that needs one).
+
+mod command;
+mod input;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Commercial Partner Database: partners, contacts, contracts and
+/// transactions, with every access decided by a role policy kept as code.
+#[derive(Debug, Parser)]
+#[command(name = "partnerdb", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with policy files: check, lint, diff, explain, test
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Decide a batch of requests (one JSON object a line) against a policy
+    Authorize(command::authorize::Args),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Check a policy file: syntax, schema, scopes and conditions
+    Check(command::check::Args),
+}
+
+/// What a command reports back to `main`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing wrong found (exit 0).
+    Clean,
+    /// The command ran and found something (exit 1).
+    Findings,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Policy(PolicyCommand::Check(args)) => command::check::run(args),
+        Command::Authorize(args) => command::authorize::run(args),
+    };
+    match result {
+        Ok(Outcome::Clean) => ExitCode::SUCCESS,
+        Ok(Outcome::Findings) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
