@@ -2,3 +2,7 @@
 
 pub mod authorize;
 pub mod check;
+pub mod diff;
+pub mod explain;
+pub mod lint;
+pub mod test;

@@ -35,6 +35,14 @@ enum Command {
 enum PolicyCommand {
     /// Check a policy file: syntax, schema, scopes and conditions
     Check(command::check::Args),
+    /// Lint a policy file: separation of duties, redundancy, wildcards, lockout, high risk
+    Lint(command::lint::Args),
+    /// Compare two policy files: effective permissions gained and lost per role
+    Diff(command::diff::Args),
+    /// Explain the decision on one request: which grants matched, or why none did
+    Explain(command::explain::Args),
+    /// Run a file of test cases with expected decisions against a policy
+    Test(command::test::Args),
 }
 
 /// What a command reports back to `main`.
@@ -50,6 +58,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Policy(PolicyCommand::Check(args)) => command::check::run(args),
+        Command::Policy(PolicyCommand::Lint(args)) => command::lint::run(args),
+        Command::Policy(PolicyCommand::Diff(args)) => command::diff::run(args),
+        Command::Policy(PolicyCommand::Explain(args)) => command::explain::run(args),
+        Command::Policy(PolicyCommand::Test(args)) => command::test::run(args),
         Command::Authorize(args) => command::authorize::run(args),
     };
     match result {

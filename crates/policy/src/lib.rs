@@ -10,11 +10,16 @@
 
 pub mod batch;
 pub mod diagnostic;
+pub mod diff;
+pub mod effective;
 pub mod engine;
+pub mod explain;
+pub mod lint;
 pub mod model;
 pub mod parse;
 mod reader;
 pub mod schema;
+pub mod testcase;
 
 pub use diagnostic::{Diagnostic, Severity, SourceFile, Span};
 pub use engine::{

@@ -193,6 +193,101 @@ impl ResourceType {
     }
 }
 
+const PARTNER_FIELDS: &[(&str, FieldClass)] = &[
+    ("name", F::General),
+    ("legal_name", F::General),
+    ("region", F::General),
+    ("tier", F::General),
+    ("status", F::General),
+    ("website", F::General),
+    ("created_at", F::General),
+    ("updated_at", F::General),
+    ("credit_limit", F::Financial),
+    ("payment_terms", F::Financial),
+    ("billing_account", F::Financial),
+    ("bank_account", F::Financial),
+    ("tax_id", F::Financial),
+];
+const CONTACT_FIELDS: &[(&str, FieldClass)] = &[
+    ("title", F::General),
+    ("department", F::General),
+    ("status", F::General),
+    ("created_at", F::General),
+    ("name", F::Pii),
+    ("email", F::Pii),
+    ("phone", F::Pii),
+];
+const CONTRACT_FIELDS: &[(&str, FieldClass)] = &[
+    ("title", F::General),
+    ("status", F::General),
+    ("start_date", F::General),
+    ("end_date", F::General),
+    ("created_at", F::General),
+    ("value", F::Financial),
+    ("currency", F::Financial),
+    ("commission_rate", F::Financial),
+    ("terms", F::Legal),
+    ("clauses", F::Legal),
+    ("signed_by", F::Legal),
+    ("signed_at", F::Legal),
+];
+const TRANSACTION_FIELDS: &[(&str, FieldClass)] = &[
+    ("kind", F::General),
+    ("status", F::General),
+    ("occurred_at", F::General),
+    ("contract_id", F::General),
+    ("amount", F::Financial),
+    ("currency", F::Financial),
+    ("reference", F::Financial),
+];
+
+/// Attributes every partner-owned record has from its partner.
+pub const PARTNER_ATTRIBUTES: &[&str] = &["region", "tier"];
+
+impl ResourceType {
+    /// The record fields of this type with their classes (beside `id`,
+    /// `partner_id` and `owner`, which every reader sees). Empty for types
+    /// that are not records.
+    pub const fn fields(self) -> &'static [(&'static str, FieldClass)] {
+        match self {
+            ResourceType::Partner => PARTNER_FIELDS,
+            ResourceType::Contact => CONTACT_FIELDS,
+            ResourceType::Contract => CONTRACT_FIELDS,
+            ResourceType::Transaction => TRANSACTION_FIELDS,
+            _ => &[],
+        }
+    }
+
+    /// The class of field `name`, if this type has that field.
+    pub fn field_class(self, name: &str) -> Option<FieldClass> {
+        self.fields()
+            .iter()
+            .find(|(field, _)| *field == name)
+            .map(|&(_, class)| class)
+    }
+
+    /// The attributes `when` conditions can test on this type: its own
+    /// general fields plus its partner's `region` and `tier`.
+    pub fn attributes(self) -> impl Iterator<Item = &'static str> {
+        let own = self
+            .fields()
+            .iter()
+            .filter(|(_, class)| *class == FieldClass::General)
+            .map(|&(name, _)| name);
+        let inherited = if self.is_partner_owned() {
+            PARTNER_ATTRIBUTES
+        } else {
+            &[]
+        };
+        own.chain(
+            inherited
+                .iter()
+                .copied()
+                .filter(move |name| self.field_class(name) != Some(FieldClass::General)),
+        )
+    }
+}
+
 /// A concrete permission, `resource:action`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Permission {
@@ -389,6 +484,23 @@ mod tests {
                 "{action}"
             );
         }
+    }
+
+    #[test]
+    fn record_fields_cover_their_classes() {
+        for &resource in ResourceType::ALL {
+            if resource.is_partner_owned() {
+                let classes = FieldSet::from_iter(resource.fields().iter().map(|&(_, c)| c));
+                assert_eq!(classes, resource.classes(), "{resource}");
+            } else {
+                assert!(resource.fields().is_empty());
+            }
+        }
+        let contract: Vec<_> = ResourceType::Contract.attributes().collect();
+        assert!(contract.contains(&"status") && contract.contains(&"region"));
+        assert!(!contract.contains(&"value"));
+        let partner: Vec<_> = ResourceType::Partner.attributes().collect();
+        assert_eq!(partner.iter().filter(|&&a| a == "region").count(), 1);
     }
 
     #[test]
