@@ -46,7 +46,7 @@ pub struct RawPrincipal<'a> {
     pub id: Cow<'a, str>,
     /// Its role names.
     #[serde(borrow, default)]
-    pub roles: SmallVec<[Text<'a>; 4]>,
+    pub roles: SmallVec<[Text<'a>; 2]>,
     /// Its partner, for partner-bound principals.
     #[serde(borrow, default)]
     pub partner_id: Option<Cow<'a, str>>,
@@ -117,7 +117,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 
 /// String attributes; a `null` value counts as missing.
 #[derive(Debug, Default)]
-pub struct AttrMap<'a>(pub SmallVec<[(Text<'a>, Text<'a>); 4]>);
+pub struct AttrMap<'a>(pub SmallVec<[(Text<'a>, Text<'a>); 2]>);
 
 impl Attributes for AttrMap<'_> {
     fn attr(&self, name: &str) -> Option<&str> {
@@ -179,6 +179,7 @@ pub enum LineError {
 }
 
 /// Parses a request line and resolves its names against the schema.
+#[inline]
 pub fn parse_line(line: &str) -> Result<(RawRequest<'_>, ResourceType, Action), LineError> {
     let raw: RawRequest<'_> =
         serde_json::from_str(line).map_err(|e| LineError::Json(e.to_string()))?;
@@ -193,77 +194,108 @@ pub fn parse_line(line: &str) -> Result<(RawRequest<'_>, ResourceType, Action), 
     Ok((raw, kind, action))
 }
 
-/// Decides one request line and appends its answer line (with `\n`) to
-/// `out`. Returns false when the line was not a valid request (its answer
-/// is then an `{"error": …}` line).
-pub fn decide_line(policy: &CompiledPolicy, line: &str, out: &mut Vec<u8>) -> bool {
-    match parse_line(line) {
-        Ok((raw, kind, action)) => {
-            let roles = policy.resolve_roles(raw.principal.roles.iter().map(|r| &**r));
-            let request = Request {
-                principal: Principal {
-                    id: &raw.principal.id,
-                    roles: &roles,
-                    partner_id: raw.principal.partner_id.as_deref(),
-                    attrs: &raw.principal.attrs,
-                },
-                action,
-                resource: Resource {
-                    kind,
-                    id: &raw.resource.id,
-                    partner_id: raw.resource.partner_id.as_deref(),
-                    owner: raw.resource.owner.as_deref(),
-                    attrs: &raw.resource.attrs,
-                },
-                elevated: raw.elevated,
-            };
-            let decision = policy.decide(&request);
-            write_decision(policy, &request, &decision, out);
-            true
+/// Decides request lines against one policy, reusing its buffers from line
+/// to line.
+#[derive(Debug)]
+pub struct BatchDecider<'p> {
+    policy: &'p CompiledPolicy,
+    reason: String,
+}
+
+impl<'p> BatchDecider<'p> {
+    /// A decider for `policy`.
+    pub fn new(policy: &'p CompiledPolicy) -> BatchDecider<'p> {
+        BatchDecider {
+            policy,
+            reason: String::new(),
         }
-        Err(error) => {
-            write_error(&error.to_string(), out);
-            false
+    }
+
+    /// Decides one request line and appends its answer line (with `\n`) to
+    /// `out`. A line that is not a valid request appends nothing and says
+    /// why (the caller writes the `{"error": …}` line, see [`write_error`]).
+    pub fn decide_line(&mut self, line: &str, out: &mut Vec<u8>) -> Result<(), LineError> {
+        let (raw, kind, action) = parse_line(line)?;
+        let policy = self.policy;
+        let roles = policy.resolve_roles(raw.principal.roles.iter().map(|r| &**r));
+        let request = Request {
+            principal: Principal {
+                id: &raw.principal.id,
+                roles: &roles,
+                partner_id: raw.principal.partner_id.as_deref(),
+                attrs: &raw.principal.attrs,
+            },
+            action,
+            resource: Resource {
+                kind,
+                id: &raw.resource.id,
+                partner_id: raw.resource.partner_id.as_deref(),
+                owner: raw.resource.owner.as_deref(),
+                attrs: &raw.resource.attrs,
+            },
+            elevated: raw.elevated,
+        };
+        let decision = policy.decide(&request);
+        self.write_decision(&request, &decision, out);
+        Ok(())
+    }
+
+    /// Appends a decision line in the batch format.
+    pub fn write_decision(
+        &mut self,
+        request: &Request<'_>,
+        decision: &Decision,
+        out: &mut Vec<u8>,
+    ) {
+        if decision.allowed {
+            out.extend_from_slice(b"{\"decision\":\"allow\",\"fields\":[");
+            for (i, class) in decision
+                .fields
+                .in_schema_order(request.resource.kind)
+                .enumerate()
+            {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.push(b'"');
+                out.extend_from_slice(class.name().as_bytes());
+                out.push(b'"');
+            }
+            out.extend_from_slice(b"],\"matched\":[");
+            for (i, &grant) in decision.matched.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                // Labels are `role#index` with checked role names: nothing
+                // to escape.
+                out.push(b'"');
+                out.extend_from_slice(self.policy.label(grant).as_bytes());
+                out.push(b'"');
+            }
+            out.extend_from_slice(b"]}\n");
+        } else {
+            out.extend_from_slice(b"{\"decision\":\"deny\",\"reason\":");
+            self.reason.clear();
+            // Writing into a String cannot fail.
+            let _ = self
+                .policy
+                .write_deny_reason(request, decision, &mut self.reason);
+            write_json_string(&self.reason, out);
+            out.extend_from_slice(b"}\n");
         }
     }
 }
 
-/// Appends a decision line in the batch format.
-pub fn write_decision(
-    policy: &CompiledPolicy,
-    request: &Request<'_>,
-    decision: &Decision,
-    out: &mut Vec<u8>,
-) {
-    if decision.allowed {
-        out.extend_from_slice(b"{\"decision\":\"allow\",\"fields\":[");
-        for (i, class) in decision
-            .fields
-            .in_schema_order(request.resource.kind)
-            .enumerate()
-        {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.push(b'"');
-            out.extend_from_slice(class.name().as_bytes());
-            out.push(b'"');
+/// Decides one request line and appends its answer line (with `\n`) to
+/// `out`: the decision, or `{"error": …}` for a line that is not a valid
+/// request (then returns false). For many lines, keep a [`BatchDecider`].
+pub fn decide_line(policy: &CompiledPolicy, line: &str, out: &mut Vec<u8>) -> bool {
+    match BatchDecider::new(policy).decide_line(line, out) {
+        Ok(()) => true,
+        Err(error) => {
+            write_error(&error.to_string(), out);
+            false
         }
-        out.extend_from_slice(b"],\"matched\":[");
-        for (i, &grant) in decision.matched.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_json_string(policy.label(grant), out);
-        }
-        out.extend_from_slice(b"]}\n");
-    } else {
-        out.extend_from_slice(b"{\"decision\":\"deny\",\"reason\":");
-        let reason = policy
-            .deny_reason(request, decision)
-            .unwrap_or_else(|| "denied".to_owned());
-        write_json_string(&reason, out);
-        out.extend_from_slice(b"}\n");
     }
 }
 

@@ -411,6 +411,7 @@ impl CompiledPolicy {
     /// role of the principal covers the resource type and action, its scope
     /// and conditions hold, a partner-bound principal stays within its
     /// partner, and a high-risk permission comes with an active elevation.
+    #[inline]
     pub fn decide(&self, request: &Request<'_>) -> Decision {
         let principal = &request.principal;
         let resource = &request.resource;
@@ -475,10 +476,11 @@ impl CompiledPolicy {
             Scope::Owned => resource.owner == Some(principal.id),
         };
         scope_holds
-            && self
-                .conditions_of(rule)
-                .iter()
-                .all(|condition| condition_holds(condition, principal.attrs, resource.attrs))
+            && (rule.conditions_len == 0
+                || self
+                    .conditions_of(rule)
+                    .iter()
+                    .all(|condition| condition_holds(condition, principal.attrs, resource.attrs)))
     }
 
     fn conditions_of(&self, rule: &Rule) -> &[CompiledCondition] {
@@ -491,99 +493,154 @@ impl CompiledPolicy {
     /// A sentence saying why `decision` denied `request` (not part of any
     /// contract; for people). `None` for an allow.
     pub fn deny_reason(&self, request: &Request<'_>, decision: &Decision) -> Option<String> {
-        let denial = decision.denial?;
-        let permission = format!("{}:{}", request.resource.kind, request.action);
-        let roles = self.role_list(request.principal.roles);
-        Some(match denial {
-            Denial::NoRoles => format!("principal has no roles, so nothing covers {permission}"),
-            Denial::NoGrant => format!("no grant of roles [{roles}] covers {permission}"),
-            Denial::OtherPartner => format!(
-                "principal is bound to partner {} and the {} belongs to {}",
-                request.principal.partner_id.unwrap_or("?"),
-                request.resource.kind,
-                request
-                    .resource
-                    .partner_id
-                    .map_or_else(|| "no partner".to_owned(), |p| format!("partner {p}")),
+        decision.denial?;
+        let mut out = String::new();
+        self.write_deny_reason(request, decision, &mut out).ok()?;
+        Some(out)
+    }
+
+    /// Writes the sentence of [`Self::deny_reason`] to `out` (nothing for an
+    /// allow), without allocating.
+    pub fn write_deny_reason(
+        &self,
+        request: &Request<'_>,
+        decision: &Decision,
+        out: &mut impl fmt::Write,
+    ) -> fmt::Result {
+        let Some(denial) = decision.denial else {
+            return Ok(());
+        };
+        let kind = request.resource.kind;
+        let action = request.action;
+        match denial {
+            Denial::NoRoles => write!(
+                out,
+                "principal has no roles, so nothing covers {kind}:{action}"
             ),
+            Denial::NoGrant => {
+                out.write_str("no grant of roles [")?;
+                self.write_role_list(request.principal.roles, out)?;
+                write!(out, "] covers {kind}:{action}")
+            }
+            Denial::OtherPartner => {
+                write!(
+                    out,
+                    "principal is bound to partner {} and the {kind} belongs to ",
+                    request.principal.partner_id.unwrap_or("?")
+                )?;
+                match request.resource.partner_id {
+                    Some(partner) => write!(out, "partner {partner}"),
+                    None => out.write_str("no partner"),
+                }
+            }
             Denial::Conditions => {
-                let failures: Vec<String> = request
+                out.write_str("grants of roles [")?;
+                self.write_role_list(request.principal.roles, out)?;
+                write!(
+                    out,
+                    "] cover {kind}:{action} but none applies to {kind} {}: ",
+                    request.resource.id
+                )?;
+                let rules = request
                     .principal
                     .roles
                     .ids()
                     .iter()
-                    .flat_map(|&role| self.rules(role, request.resource.kind, request.action))
-                    .map(|rule| {
-                        format!(
-                            "{} needs {}",
-                            self.label(rule.grant),
-                            self.failure(rule, request)
-                        )
-                    })
-                    .collect();
-                format!(
-                    "grants of roles [{roles}] cover {permission} but none applies to {} {}: {}",
-                    request.resource.kind,
-                    request.resource.id,
-                    failures.join("; ")
-                )
+                    .flat_map(|&role| self.rules(role, kind, action));
+                for (i, rule) in rules.enumerate() {
+                    if i > 0 {
+                        out.write_str("; ")?;
+                    }
+                    write!(out, "{} needs ", self.label(rule.grant))?;
+                    self.write_failure(rule, request, out)?;
+                }
+                Ok(())
             }
             Denial::ElevationRequired => {
-                let labels: Vec<&str> = decision.matched.iter().map(|&g| self.label(g)).collect();
-                format!(
-                    "{permission} is high-risk and needs an active elevation (otherwise allowed by {})",
-                    labels.join(", ")
-                )
+                write!(
+                    out,
+                    "{kind}:{action} is high-risk and needs an active elevation (otherwise allowed by "
+                )?;
+                for (i, &grant) in decision.matched.iter().enumerate() {
+                    if i > 0 {
+                        out.write_str(", ")?;
+                    }
+                    out.write_str(self.label(grant))?;
+                }
+                out.write_str(")")
             }
             Denial::StaleRoles => {
-                "the principal's roles were resolved against another policy version".to_owned()
+                out.write_str("the principal's roles were resolved against another policy version")
             }
-        })
+        }
     }
 
-    fn role_list(&self, roles: &RoleSet) -> String {
-        let mut names: Vec<String> = roles
-            .ids()
-            .iter()
-            .map(|&id| self.role_name(id).to_owned())
-            .collect();
-        names.extend(roles.unknown().iter().map(|u| format!("{u} (undefined)")));
-        names.join(", ")
+    fn write_role_list(&self, roles: &RoleSet, out: &mut impl fmt::Write) -> fmt::Result {
+        let defined = roles.ids().iter().map(|&id| (self.role_name(id), ""));
+        let unknown = roles.unknown().iter().map(|u| (&**u, " (undefined)"));
+        for (i, (name, note)) in defined.chain(unknown).enumerate() {
+            if i > 0 {
+                out.write_str(", ")?;
+            }
+            out.write_str(name)?;
+            out.write_str(note)?;
+        }
+        Ok(())
     }
 
     /// What a rule needs that the request does not give, for reasons.
-    fn failure(&self, rule: &Rule, request: &Request<'_>) -> String {
+    fn write_failure(
+        &self,
+        rule: &Rule,
+        request: &Request<'_>,
+        out: &mut impl fmt::Write,
+    ) -> fmt::Result {
         let principal = &request.principal;
         let resource = &request.resource;
-        let mut needs = Vec::new();
+        let mut first = true;
+        let mut and = |out: &mut dyn fmt::Write| -> fmt::Result {
+            if !std::mem::take(&mut first) {
+                out.write_str(" and ")?;
+            }
+            Ok(())
+        };
         match rule.scope {
             Scope::All => {}
-            Scope::OwnPartner => needs.push(format!(
-                "scope own_partner (principal partner {}, record partner {})",
-                principal.partner_id.unwrap_or("none"),
-                resource.partner_id.unwrap_or("none")
-            )),
-            Scope::Owned => needs.push(format!(
-                "scope owned (record owner {}, principal {})",
-                resource.owner.unwrap_or("none"),
-                principal.id
-            )),
+            Scope::OwnPartner => {
+                and(out)?;
+                write!(
+                    out,
+                    "scope own_partner (principal partner {}, record partner {})",
+                    principal.partner_id.unwrap_or("none"),
+                    resource.partner_id.unwrap_or("none")
+                )?;
+            }
+            Scope::Owned => {
+                and(out)?;
+                write!(
+                    out,
+                    "scope owned (record owner {}, principal {})",
+                    resource.owner.unwrap_or("none"),
+                    principal.id
+                )?;
+            }
         }
         for condition in self.conditions_of(rule) {
+            and(out)?;
             let actual = resource.attrs.attr(&condition.attr).unwrap_or("missing");
             match &condition.value {
-                CompiledValue::Literal(value) => needs.push(format!(
-                    "{} = {value:?} (record has {actual})",
-                    condition.attr
-                )),
-                CompiledValue::Principal(attr) => needs.push(format!(
+                CompiledValue::Literal(value) => {
+                    write!(out, "{} = {value:?} (record has {actual})", condition.attr)?
+                }
+                CompiledValue::Principal(attr) => write!(
+                    out,
                     "{} = $principal.{attr} (record has {actual}, principal has {})",
                     condition.attr,
                     principal.attrs.attr(attr).unwrap_or("missing")
-                )),
+                )?,
             }
         }
-        needs.join(" and ")
+        Ok(())
     }
 
     /// The row conditions under which `principal` may `action` records of

@@ -410,6 +410,11 @@ bitset!(ActionSet, Action, u32);
 bitset!(FieldSet, FieldClass, u8);
 
 impl FieldSet {
+    /// The set whose raw bits are `bits` (bits of no class are dropped).
+    pub const fn from_bits(bits: u8) -> FieldSet {
+        FieldSet(bits & ((1 << FieldClass::COUNT) - 1))
+    }
+
     /// The classes of the set that `resource` has, in that resource's schema
     /// order (the order decisions report).
     pub fn in_schema_order(self, resource: ResourceType) -> impl Iterator<Item = FieldClass> {

@@ -13,7 +13,7 @@ use std::thread;
 
 use anyhow::{Context, bail};
 use partnerdb_policy::CompiledPolicy;
-use partnerdb_policy::batch::{decide_line, write_error};
+use partnerdb_policy::batch::{BatchDecider, write_error};
 
 use crate::Outcome;
 use crate::input::load_compiled;
@@ -119,6 +119,7 @@ pub fn decide_stream(
 }
 
 fn worker(policy: &CompiledPolicy, chunks: &Receiver<Chunk>, answers: &SyncSender<Answer>) {
+    let mut decider = BatchDecider::new(policy);
     while let Ok(chunk) = chunks.recv() {
         let mut bytes = Vec::with_capacity(chunk.bytes.len() / 2);
         let mut errors = 0;
@@ -126,34 +127,25 @@ fn worker(policy: &CompiledPolicy, chunks: &Receiver<Chunk>, answers: &SyncSende
         if body.last() == Some(&b'\n') {
             body = &body[..body.len() - 1];
         }
-        for (offset, line) in body.split(|&b| b == b'\n').enumerate() {
+        let mut start = 0;
+        let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
+        for (offset, end) in ends.enumerate() {
+            let line = &body[start..end];
+            start = end + 1;
             let number = chunk.first_line + offset as u64;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let ok = match std::str::from_utf8(line) {
-                Ok(text) if text.trim().is_empty() => {
-                    write_error(&format!("line {number}: empty line"), &mut bytes);
-                    false
-                }
-                Ok(text) => {
-                    let start = bytes.len();
-                    let ok = decide_line(policy, text, &mut bytes);
-                    if !ok {
-                        // Say which line erred.
-                        let message = String::from_utf8_lossy(&bytes[start..]).into_owned();
-                        bytes.truncate(start);
-                        let inner: serde_json::Value =
-                            serde_json::from_str(&message).unwrap_or_default();
-                        let text = inner["error"].as_str().unwrap_or("invalid request");
-                        write_error(&format!("line {number}: {text}"), &mut bytes);
-                    }
-                    ok
-                }
-                Err(_) => {
-                    write_error(&format!("line {number}: not valid UTF-8"), &mut bytes);
-                    false
-                }
+            let problem = match std::str::from_utf8(line) {
+                Ok(text) if text.trim().is_empty() => Some("empty line".to_owned()),
+                Ok(text) => decider
+                    .decide_line(text, &mut bytes)
+                    .err()
+                    .map(|error| error.to_string()),
+                Err(_) => Some("not valid UTF-8".to_owned()),
             };
-            errors += u64::from(!ok);
+            if let Some(problem) = problem {
+                write_error(&format!("line {number}: {problem}"), &mut bytes);
+                errors += 1;
+            }
         }
         if answers.send(Answer { bytes, errors }).is_err() {
             return;
@@ -172,23 +164,22 @@ fn read_chunks(
     let mut turn = 0;
     loop {
         let mut buffer = std::mem::take(&mut carry);
-        let start = buffer.len();
-        buffer.resize(start + CHUNK_BYTES, 0);
-        let mut filled = start;
-        // Fill the buffer (or reach the end of the input).
-        while filled < buffer.len() {
-            match input.read(&mut buffer[filled..]) {
+        buffer.reserve(CHUNK_BYTES);
+        // Append up to a chunk's worth without zero-filling the buffer first.
+        let want = CHUNK_BYTES as u64;
+        let mut got = 0;
+        while got < want {
+            match (&mut input).take(want - got).read_to_end(&mut buffer) {
                 Ok(0) => break,
-                Ok(n) => filled += n,
+                Ok(n) => got += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        let at_end = filled < buffer.len();
-        buffer.truncate(filled);
+        let at_end = got < want;
         if !at_end {
             // Keep the last partial line for the next chunk.
-            match buffer.iter().rposition(|&b| b == b'\n') {
+            match memchr::memrchr(b'\n', &buffer) {
                 Some(cut) => carry = buffer.split_off(cut + 1),
                 None => {
                     // A single line longer than a chunk: keep reading it.
@@ -200,7 +191,7 @@ fn read_chunks(
         if buffer.is_empty() {
             return Ok(());
         }
-        let lines = buffer.iter().filter(|&&b| b == b'\n').count() as u64
+        let lines = memchr::memchr_iter(b'\n', &buffer).count() as u64
             + u64::from(buffer.last() != Some(&b'\n'));
         let chunk = Chunk {
             bytes: buffer,
