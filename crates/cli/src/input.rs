@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use partnerdb_policy::diagnostic::Report;
-use partnerdb_policy::{CompiledPolicy, Policy, SourceFile, parse_policy};
+use partnerdb_policy::{CompiledPolicy, Diagnostic, Policy, SourceFile, parse_policy};
 
 /// Reads a whole file, or standard input for `-`.
 pub fn read_source(path: &Path) -> anyhow::Result<SourceFile> {
@@ -29,13 +29,7 @@ pub fn load_policy(path: &Path) -> anyhow::Result<(SourceFile, Policy)> {
     match parse_policy(&source) {
         Ok(policy) => Ok((source, policy)),
         Err(diagnostics) => {
-            eprint!(
-                "{}",
-                Report {
-                    source: &source,
-                    diagnostics: &diagnostics
-                }
-            );
+            eprint_report(&source, &diagnostics);
             bail!(
                 "policy `{}` does not pass check ({} error{}); run `partnerdb policy check {}`",
                 source.name(),
@@ -45,6 +39,17 @@ pub fn load_policy(path: &Path) -> anyhow::Result<(SourceFile, Policy)> {
             )
         }
     }
+}
+
+/// Prints findings about `source` to standard error.
+pub fn eprint_report(source: &SourceFile, diagnostics: &[Diagnostic]) {
+    eprint!(
+        "{}",
+        Report {
+            source,
+            diagnostics
+        }
+    );
 }
 
 /// Reads, checks and compiles a policy.

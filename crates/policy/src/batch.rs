@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use smallvec::SmallVec;
 
-use crate::engine::{Attributes, CompiledPolicy, Decision, Principal, Request, Resource};
+use crate::engine::{Attributes, CompiledPolicy, Decision, Principal, Request, Resource, RoleSet};
 use crate::schema::{Action, ResourceType};
 
 /// A request line as written, borrowing from the line where it can.
@@ -73,6 +73,40 @@ pub struct RawResource<'a> {
     /// Its attributes.
     #[serde(borrow, default)]
     pub attrs: AttrMap<'a>,
+}
+
+impl RawRequest<'_> {
+    /// The engine's view of this request, with the principal's roles
+    /// resolved (by the caller, against the deciding policy) into `roles`.
+    pub fn request<'r>(
+        &'r self,
+        roles: &'r RoleSet,
+        kind: ResourceType,
+        action: Action,
+    ) -> Request<'r> {
+        Request {
+            principal: Principal {
+                id: &self.principal.id,
+                roles,
+                partner_id: self.principal.partner_id.as_deref(),
+                attrs: &self.principal.attrs,
+            },
+            action,
+            resource: Resource {
+                kind,
+                id: &self.resource.id,
+                partner_id: self.resource.partner_id.as_deref(),
+                owner: self.resource.owner.as_deref(),
+                attrs: &self.resource.attrs,
+            },
+            elevated: self.elevated,
+        }
+    }
+
+    /// The principal's role names.
+    pub fn role_names(&self) -> impl Iterator<Item = &str> {
+        self.principal.roles.iter().map(|r| &**r)
+    }
 }
 
 /// A string borrowed from the line unless it had escapes.
@@ -216,26 +250,9 @@ impl<'p> BatchDecider<'p> {
     /// why (the caller writes the `{"error": …}` line, see [`write_error`]).
     pub fn decide_line(&mut self, line: &str, out: &mut Vec<u8>) -> Result<(), LineError> {
         let (raw, kind, action) = parse_line(line)?;
-        let policy = self.policy;
-        let roles = policy.resolve_roles(raw.principal.roles.iter().map(|r| &**r));
-        let request = Request {
-            principal: Principal {
-                id: &raw.principal.id,
-                roles: &roles,
-                partner_id: raw.principal.partner_id.as_deref(),
-                attrs: &raw.principal.attrs,
-            },
-            action,
-            resource: Resource {
-                kind,
-                id: &raw.resource.id,
-                partner_id: raw.resource.partner_id.as_deref(),
-                owner: raw.resource.owner.as_deref(),
-                attrs: &raw.resource.attrs,
-            },
-            elevated: raw.elevated,
-        };
-        let decision = policy.decide(&request);
+        let roles = self.policy.resolve_roles(raw.role_names());
+        let request = raw.request(&roles, kind, action);
+        let decision = self.policy.decide(&request);
         self.write_decision(&request, &decision, out);
         Ok(())
     }

@@ -3,11 +3,10 @@
 
 use std::path::PathBuf;
 
-use partnerdb_policy::diagnostic::Report;
 use partnerdb_policy::parse_policy;
 
 use crate::Outcome;
-use crate::input::{plural, read_source};
+use crate::input::{eprint_report, plural, read_source};
 
 /// Check a policy file.
 #[derive(Debug, clap::Args)]
@@ -57,13 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
                 );
             }
             Err(diagnostics) => {
-                eprint!(
-                    "{}",
-                    Report {
-                        source: &source,
-                        diagnostics
-                    }
-                );
+                eprint_report(&source, diagnostics);
                 eprintln!(
                     "\n{}: {} error{}",
                     source.name(),

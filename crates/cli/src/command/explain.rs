@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use partnerdb_policy::batch::parse_line;
-use partnerdb_policy::{Principal, Request, Resource};
 
 use crate::Outcome;
 use crate::input::{load_compiled, read_source};
@@ -39,24 +38,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         read_source(Path::new(&args.request))?.text().to_owned()
     };
     let (raw, kind, action) = parse_line(text.trim()).context("the request is not valid")?;
-    let roles = policy.resolve_roles(raw.principal.roles.iter().map(|r| &**r));
-    let request = Request {
-        principal: Principal {
-            id: &raw.principal.id,
-            roles: &roles,
-            partner_id: raw.principal.partner_id.as_deref(),
-            attrs: &raw.principal.attrs,
-        },
-        action,
-        resource: Resource {
-            kind,
-            id: &raw.resource.id,
-            partner_id: raw.resource.partner_id.as_deref(),
-            owner: raw.resource.owner.as_deref(),
-            attrs: &raw.resource.attrs,
-        },
-        elevated: raw.elevated,
-    };
+    let roles = policy.resolve_roles(raw.role_names());
+    let request = raw.request(&roles, kind, action);
     let explanation = policy.explain(&request);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&explanation)?);

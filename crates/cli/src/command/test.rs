@@ -4,11 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
-use partnerdb_policy::diagnostic::Report;
 use partnerdb_policy::testcase::{TestReport, parse_tests, run_tests};
 
 use crate::Outcome;
-use crate::input::{load_compiled, read_source};
+use crate::input::{eprint_report, load_compiled, read_source};
 
 /// Run policy test cases.
 ///
@@ -32,13 +31,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let tests = match parse_tests(&source) {
         Ok(tests) => tests,
         Err(diagnostics) => {
-            eprint!(
-                "{}",
-                Report {
-                    source: &source,
-                    diagnostics: &diagnostics
-                }
-            );
+            eprint_report(&source, &diagnostics);
             bail!("test file `{}` is not valid", source.name());
         }
     };
