@@ -2,7 +2,10 @@
 
 pub mod authorize;
 pub mod check;
+pub mod data;
 pub mod diff;
 pub mod explain;
+pub mod init;
 pub mod lint;
+pub mod serve;
 pub mod test;

@@ -24,6 +24,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a data directory: database, starter policy, first administrator
+    Init(command::init::Args),
+    /// Serve the HTTP API (`--demo` for demo data and a token per role)
+    Serve(command::serve::Args),
     /// Work with policy files: check, lint, diff, explain, test
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -57,6 +61,8 @@ pub enum Outcome {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Init(args) => command::init::run(args),
+        Command::Serve(args) => command::serve::run(args),
         Command::Policy(PolicyCommand::Check(args)) => command::check::run(args),
         Command::Policy(PolicyCommand::Lint(args)) => command::lint::run(args),
         Command::Policy(PolicyCommand::Diff(args)) => command::diff::run(args),

@@ -390,6 +390,17 @@ impl CompiledPolicy {
             .map_or("?", |role| role.name.as_str())
     }
 
+    /// Whether some grant of the roles covers `resource:action` at all,
+    /// whatever its scope and conditions (a list the roles cannot reach in
+    /// any case is refused, not answered empty).
+    pub fn covers(&self, roles: &RoleSet, resource: ResourceType, action: Action) -> bool {
+        roles.policy_uid == self.uid
+            && roles
+                .ids()
+                .iter()
+                .any(|&role| !self.rules(role, resource, action).is_empty())
+    }
+
     /// Whether `permission` needs an active elevation.
     pub fn is_high_risk(&self, resource: ResourceType, action: Action) -> bool {
         self.high_risk[resource.index()].contains(action)

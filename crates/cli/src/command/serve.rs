@@ -1,0 +1,227 @@
+//! `partnerdb serve`: the HTTP API, on the data directory's SQLite database
+//! or on PostgreSQL; `--demo` first fills a fresh database with demo data
+//! and prints a token for every role.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use partnerdb_server::AppState;
+use partnerdb_service::demo::{self, Sizes};
+use partnerdb_service::{Clock, OpenError, STARTER_POLICY, Service, SystemClock, bootstrap};
+
+use super::data::{DataArgs, redact, write_private};
+use crate::Outcome;
+
+/// Serve the API (binds 127.0.0.1:8080 unless told otherwise).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Start at once on a fresh database with demo data (200 partners,
+    /// 2,000 contacts, 500 contracts, 20,000 transactions) and print a token
+    /// for every role; also written to DIR/demo-tokens.json (mode 0600)
+    #[arg(long)]
+    demo: bool,
+    /// Multiply the demo data (50: 10,000 partners, 1,000,000 transactions)
+    #[arg(long, default_value_t = 1, requires = "demo", value_parser = clap::value_parser!(u16).range(1..=500))]
+    demo_scale: u16,
+    /// Let the demo listen on a non-loopback address
+    #[arg(long)]
+    allow_remote: bool,
+    /// Log format
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+pub fn run(mut args: Args) -> anyhow::Result<Outcome> {
+    init_logging(args.log_format);
+    if args.demo {
+        if !args.listen.ip().is_loopback() && !args.allow_remote {
+            bail!(
+                "the demo prints its tokens and refuses to listen on {} (not a loopback address): pass --allow-remote if you mean it",
+                args.listen
+            );
+        }
+        if args.data.dir.is_none() {
+            args.data.dir = Some("partnerdb-demo".into());
+        }
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    runtime.block_on(serve(args))?;
+    Ok(Outcome::Clean)
+}
+
+/// Removes a previous demo's SQLite files; refuses a directory that holds
+/// anything but a demo.
+fn reset_demo_dir(dir: &Path) -> anyhow::Result<()> {
+    let db = dir.join("partnerdb.db");
+    if !db.exists() {
+        return Ok(());
+    }
+    if !dir.join("demo-tokens.json").exists() {
+        bail!(
+            "`{}` holds a database that is not a demo; give --demo another --data directory",
+            dir.display()
+        );
+    }
+    for name in [
+        "partnerdb.db",
+        "partnerdb.db-wal",
+        "partnerdb.db-shm",
+        "demo-tokens.json",
+    ] {
+        let path = dir.join(name);
+        if path.exists() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove `{}`", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut demo_tokens = None;
+    if args.demo && args.data.database_url.is_none() {
+        reset_demo_dir(&args.data.dir())?;
+    }
+    let db = args.data.open().await?;
+    if args.demo {
+        let admin = match bootstrap(&db, STARTER_POLICY, "first admin", &*clock).await {
+            Ok(admin) => admin,
+            Err(partnerdb_service::BootstrapError::AlreadyInitialised) => {
+                bail!(
+                    "the demo needs an empty database: {} is already initialised",
+                    redact(&args.data.url())
+                )
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let policy = partnerdb_service::Service::open(db.clone(), clock.clone())
+            .await?
+            .policy();
+        let sizes = Sizes::scaled(usize::from(args.demo_scale));
+        eprintln!(
+            "seeding demo data: {} partners, {} contacts, {} contracts, {} transactions",
+            sizes.partners,
+            sizes.partners * sizes.contacts_per_partner,
+            sizes.contracts,
+            sizes.transactions
+        );
+        let mut principals = demo::seed(&db, &policy, sizes, clock.now(), |what, done, total| {
+            if done == total {
+                eprintln!("  {what}: {total}");
+            }
+        })
+        .await
+        .context("cannot seed the demo data")?;
+        principals.insert(
+            0,
+            demo::DemoPrincipal {
+                role: "admin".into(),
+                token: admin.token,
+                principal_id: admin.principal_id,
+                partner_id: None,
+                name: "first admin".into(),
+            },
+        );
+        if args.data.database_url.is_none() {
+            let path = args.data.dir().join("demo-tokens.json");
+            write_private(&path, &serde_json::to_string_pretty(&principals)?)?;
+        }
+        demo_tokens = Some(principals);
+    }
+    let service = match Service::open(db, clock).await {
+        Ok(service) => service,
+        Err(OpenError::NotInitialised) => bail!(
+            "{} is not initialised: run `partnerdb init --data {}` first, or try `partnerdb serve --demo`",
+            redact(&args.data.url()),
+            args.data.dir().display()
+        ),
+        Err(error) => return Err(error.into()),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let url = format!("http://{address}");
+    if let Some(principals) = &demo_tokens {
+        println!(
+            "\npartnerdb demo at {url}  (policy: starter, database: {})\n",
+            redact(&args.data.url())
+        );
+        println!("{:<16} {:<40} token", "role", "principal");
+        for p in principals {
+            let who = match &p.partner_id {
+                Some(partner) => format!("{} (partner {partner})", p.name),
+                None => p.name.clone(),
+            };
+            println!("{:<16} {:<40} {}", p.role, who, p.token);
+        }
+        if args.data.database_url.is_none() {
+            println!(
+                "\nthe same, for scripts: {}/demo-tokens.json (mode 0600)",
+                args.data.dir().display()
+            );
+        }
+        println!("\ntry:  curl -H \"Authorization: Bearer <token>\" {url}/v1/me");
+        println!("      curl -H \"Authorization: Bearer <token>\" '{url}/v1/partners?limit=5'");
+        println!("      {url}/openapi.json\n");
+    } else {
+        println!("partnerdb listening on {url}");
+    }
+    tracing::info!(%address, "listening");
+    partnerdb_server::serve(
+        listener,
+        AppState {
+            service: Arc::new(service),
+        },
+        shutdown_signal(),
+    )
+    .await
+    .context("the server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,253 @@
+//! Request extractors that answer problem+json when the input is wrong:
+//! the bearer token, a JSON body (content type, size, syntax), the query
+//! string, path ids and the conditional headers.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use partnerdb_service::Caller;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::AppState;
+use crate::problem::Problem;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The authenticated caller (`Authorization: Bearer <token>`).
+#[derive(Debug)]
+pub struct Auth(pub Caller);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Auth, Problem> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "Authentication required",
+                    "send `Authorization: Bearer <token>`",
+                )
+            })?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "Authentication required",
+                    "the Authorization header must be `Bearer <token>`",
+                )
+            })?;
+        let caller = state.service.authenticate(token).await?;
+        Ok(Auth(caller))
+    }
+}
+
+/// A JSON request body, with the SHA-256 of its bytes (for idempotency).
+#[derive(Debug)]
+pub struct JsonBody {
+    /// The parsed body.
+    pub value: Value,
+    /// Hex SHA-256 of the raw body.
+    pub hash: String,
+}
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<JsonBody, Problem> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let is_json = content_type
+            .split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+                "send the body as `Content-Type: application/json`",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|_| {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "Body too large",
+                format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+            )
+        })?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "Invalid JSON",
+                format!("the body is not valid JSON: {e}"),
+            )
+            .with("line", e.line())
+            .with("column", e.column())
+        })?;
+        let hash = partnerdb_service::auth::hex(&Sha256::digest(&bytes));
+        Ok(JsonBody { value, hash })
+    }
+}
+
+/// A JSON body that may be empty (then `null`).
+#[derive(Debug)]
+pub struct OptionalJson(pub Value);
+
+impl FromRequest<AppState> for OptionalJson {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<OptionalJson, Problem> {
+        let length = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok());
+        let empty = length == Some("0")
+            || (length.is_none() && !request.headers().contains_key(header::CONTENT_TYPE));
+        if empty {
+            return Ok(OptionalJson(Value::Null));
+        }
+        Ok(OptionalJson(
+            JsonBody::from_request(request, state).await?.value,
+        ))
+    }
+}
+
+/// The query string as name/value pairs, in order.
+#[derive(Debug)]
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<QueryPairs, Problem> {
+        let query = parts.uri.query().unwrap_or("");
+        if query.len() > 8192 {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "query_too_long",
+                "Query too long",
+                "query strings are limited to 8192 bytes",
+            ));
+        }
+        let pairs: Vec<(String, String)> = serde_urlencoded_pairs(query).ok_or_else(|| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "Invalid query string",
+                "the query string is not valid URL-encoded text",
+            )
+        })?;
+        Ok(QueryPairs(pairs))
+    }
+}
+
+/// Decodes `a=1&b=x%20y` (`+` is a space).
+fn serde_urlencoded_pairs(query: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for part in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = part.split_once('=').unwrap_or((part, ""));
+        out.push((percent_decode(name)?, percent_decode(value)?));
+    }
+    Some(out)
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = text.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Checks a path id: 1 to 64 characters of letters, digits, `-` and `_`.
+pub fn check_id(id: &str) -> Result<(), Problem> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            "Invalid id",
+            "ids are 1 to 64 letters, digits, `-` or `_`",
+        ))
+    }
+}
+
+/// A request header as text, if present and printable.
+pub fn header_text<'a>(
+    parts: &'a axum::http::HeaderMap,
+    name: &str,
+) -> Result<Option<&'a str>, Problem> {
+    match parts.get(name) {
+        None => Ok(None),
+        Some(value) => value.to_str().map(Some).map_err(|_| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_header",
+                "Invalid header",
+                format!("header `{name}` must be printable ASCII"),
+            )
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_query_strings() {
+        assert_eq!(
+            serde_urlencoded_pairs("a=1&b=x%20y&c=d+e&flag").unwrap(),
+            [
+                ("a".into(), "1".into()),
+                ("b".into(), "x y".into()),
+                ("c".into(), "d e".into()),
+                ("flag".into(), String::new())
+            ]
+        );
+        assert!(serde_urlencoded_pairs("a=%zz").is_none());
+        assert!(serde_urlencoded_pairs("a=%ff").is_none());
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(check_id("0190a1b2-c3d4-7e5f").is_ok());
+        assert!(check_id("").is_err());
+        assert!(check_id("a/b").is_err());
+        assert!(check_id(&"x".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! partnerdb's HTTP/JSON API: the `/v1` routes over the service, errors as
+//! problem+json, `/healthz`, `/readyz` and `/openapi.json`.
+//!
+//! **Architecture invariant:** this is the only crate that knows HTTP; it
+//! authenticates and parses, then hands plain values to the service, which
+//! decides. Every failure answers problem+json, a panic included.
+
+pub mod api;
+pub mod extract;
+pub mod openapi;
+pub mod problem;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use partnerdb_service::Service;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::problem::Problem;
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The service.
+    pub service: Arc<Service>,
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "Internal error",
+        "the server failed to handle the request; nothing was changed",
+    )
+    .into_response()
+}
+
+async fn not_found() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        "Not found",
+        "no such route; see /openapi.json",
+    )
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> axum::Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    api::v1()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/readyz",
+            get(|State(state): State<AppState>| async move {
+                match state.service.db().ping().await {
+                    Ok(()) => Ok(Json(serde_json::json!({"status": "ready"}))),
+                    Err(_) => Err(Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not_ready",
+                        "Not ready",
+                        "the database does not answer",
+                    )),
+                }
+            }),
+        )
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .fallback(not_found)
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+                "this route does not take that method; see /openapi.json",
+            )
+        })
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(30),
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then finishes the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -1,0 +1,272 @@
+//! partnerdb's use cases: authenticate a bearer token, decide every request
+//! with the compiled policy, read and write records with field masking and
+//! row scopes, manage principals, role bindings and credentials.
+//!
+//! **Architecture invariants:** this crate knows nothing of HTTP (it takes
+//! and returns plain values and `serde_json` trees); every use case decides
+//! before it reads or writes; a request is decided by exactly one policy
+//! version (the [`auth::Caller`] holds it); a change and its checks run in
+//! one database transaction.
+
+pub mod auth;
+pub mod codec;
+pub mod cursor;
+pub mod demo;
+pub mod error;
+pub mod me;
+pub mod principals;
+pub mod records;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use partnerdb_policy::{CompiledPolicy, SourceFile, parse_policy};
+use partnerdb_store::{Db, principals as store_principals};
+use rand::RngCore as _;
+
+pub use auth::Caller;
+pub use error::ServiceError;
+
+/// The starter policy, shipped in the binary.
+pub const STARTER_POLICY: &str = include_str!("../../../policies/starter.toml");
+
+/// Where time comes from: the system clock, or a test's.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Now.
+    fn now(&self) -> jiff::Timestamp;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+}
+
+/// A clock tests move by hand.
+#[derive(Debug)]
+pub struct ManualClock(std::sync::Mutex<jiff::Timestamp>);
+
+impl ManualClock {
+    /// A clock stopped at `at`.
+    pub fn new(at: jiff::Timestamp) -> ManualClock {
+        ManualClock(std::sync::Mutex::new(at))
+    }
+
+    /// Moves it forward.
+    pub fn advance(&self, by: jiff::SignedDuration) {
+        if let Ok(mut now) = self.0.lock() {
+            *now = now.checked_add(by).unwrap_or(*now);
+        }
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> jiff::Timestamp {
+        self.0
+            .lock()
+            .map_or_else(|_| jiff::Timestamp::now(), |now| *now)
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] partnerdb_store::StoreError),
+    /// The database holds no policy: it was not initialised.
+    #[error("the database has no policy: run `partnerdb init` (or `serve --demo`) first")]
+    NotInitialised,
+    /// The stored policy does not check.
+    #[error("the stored policy does not pass check:\n{0}")]
+    InvalidPolicy(String),
+    /// A stored setting is corrupt.
+    #[error("stored setting `{0}` is corrupt")]
+    CorruptSetting(&'static str),
+}
+
+/// The running service: a database, the active policy and the keys.
+#[derive(Debug)]
+pub struct Service {
+    db: Db,
+    policy: ArcSwap<CompiledPolicy>,
+    clock: Arc<dyn Clock>,
+    cursors: cursor::CursorKey,
+}
+
+/// Settings names.
+const POLICY_SETTING: &str = "policy";
+const CURSOR_KEY_SETTING: &str = "cursor_key";
+
+fn compile(text: &str) -> Result<CompiledPolicy, OpenError> {
+    let source = SourceFile::new("stored policy", text);
+    parse_policy(&source)
+        .map(CompiledPolicy::compile)
+        .map_err(|diagnostics| {
+            OpenError::InvalidPolicy(
+                partnerdb_policy::diagnostic::Report {
+                    source: &source,
+                    diagnostics: &diagnostics,
+                }
+                .to_string(),
+            )
+        })
+}
+
+impl Service {
+    /// Opens the service on a migrated, initialised database.
+    pub async fn open(db: Db, clock: Arc<dyn Clock>) -> Result<Service, OpenError> {
+        let text = store_principals::setting(&db, POLICY_SETTING)
+            .await?
+            .ok_or(OpenError::NotInitialised)?;
+        let policy = compile(&text)?;
+        let key = store_principals::setting(&db, CURSOR_KEY_SETTING)
+            .await?
+            .ok_or(OpenError::NotInitialised)?;
+        let cursors = cursor::CursorKey::from_hex(&key)
+            .ok_or(OpenError::CorruptSetting(CURSOR_KEY_SETTING))?;
+        Ok(Service {
+            db,
+            policy: ArcSwap::from_pointee(policy),
+            clock,
+            cursors,
+        })
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The active policy (a snapshot: one request keeps one version).
+    pub fn policy(&self) -> Arc<CompiledPolicy> {
+        self.policy.load_full()
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    pub(crate) fn cursors(&self) -> &cursor::CursorKey {
+        &self.cursors
+    }
+
+    /// Now, as stored.
+    pub fn now_text(&self) -> String {
+        partnerdb_store::format_time(self.clock.now())
+    }
+
+    /// Now plus `seconds` (negative for the past), as stored.
+    pub fn time_text(&self, seconds: i64) -> String {
+        let at = self
+            .clock
+            .now()
+            .checked_add(jiff::SignedDuration::from_secs(seconds))
+            .unwrap_or_else(|_| self.clock.now());
+        partnerdb_store::format_time(at)
+    }
+
+    /// The caller a bearer token stands for: its credential must exist, be
+    /// neither revoked nor expired, and its principal not deleted.
+    pub async fn authenticate(&self, token: &str) -> Result<Caller, ServiceError> {
+        if !token.starts_with(auth::TOKEN_PREFIX) || token.len() > 128 {
+            return Err(ServiceError::Unauthenticated("invalid token"));
+        }
+        let found = store_principals::authenticate(&self.db, &auth::token_hash(token))
+            .await?
+            .ok_or(ServiceError::Unauthenticated("invalid token"))?;
+        if found.credential.revoked_at.is_some() {
+            return Err(ServiceError::Unauthenticated("token revoked"));
+        }
+        if let Some(expires) = &found.credential.expires_at
+            && *expires <= self.now_text()
+        {
+            return Err(ServiceError::Unauthenticated("token expired"));
+        }
+        Ok(Caller::new(found.principal, self.policy()))
+    }
+}
+
+/// Prepares an empty, migrated database: stores the policy and a fresh
+/// cursor key, and creates the first administrator with a token (returned,
+/// to be shown once). Fails if the database is already initialised.
+pub async fn bootstrap(
+    db: &Db,
+    policy_text: &str,
+    admin_name: &str,
+    clock: &dyn Clock,
+) -> Result<principals::NewCredential, BootstrapError> {
+    let policy = compile(policy_text).map_err(BootstrapError::Open)?;
+    let admin_role = policy
+        .policy()
+        .roles
+        .iter()
+        .find(|role| {
+            partnerdb_policy::effective::Effective::of_role(role).holds(
+                partnerdb_policy::Permission {
+                    resource: partnerdb_policy::ResourceType::Policy,
+                    action: partnerdb_policy::Action::Apply,
+                },
+            )
+        })
+        .map(|role| role.name.clone())
+        .ok_or(BootstrapError::NoAdminRole)?;
+    let now = partnerdb_store::format_time(clock.now());
+    let mut tx = db.begin().await.map_err(OpenError::from)?;
+    if store_principals::setting_or_insert(&mut tx, POLICY_SETTING, policy_text)
+        .await
+        .map_err(OpenError::from)?
+        != policy_text
+    {
+        return Err(BootstrapError::AlreadyInitialised);
+    }
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    store_principals::setting_or_insert(&mut tx, CURSOR_KEY_SETTING, &auth::hex(&key))
+        .await
+        .map_err(OpenError::from)?;
+    let admin = store_principals::PrincipalRow {
+        id: partnerdb_store::new_id(),
+        kind: "user".into(),
+        name: admin_name.into(),
+        partner_id: None,
+        attrs: Default::default(),
+        created_at: now.clone(),
+        roles: vec![admin_role.clone()],
+    };
+    store_principals::insert(&mut tx, &admin)
+        .await
+        .map_err(OpenError::from)?;
+    store_principals::bind_role(&mut tx, &admin.id, &admin_role, &now, None)
+        .await
+        .map_err(OpenError::from)?;
+    let expires = clock
+        .now()
+        .checked_add(jiff::SignedDuration::from_hours(24 * 365))
+        .ok()
+        .map(partnerdb_store::format_time);
+    let credential = principals::issue_credential(&mut tx, &admin.id, &now, expires)
+        .await
+        .map_err(OpenError::from)?;
+    tx.commit().await.map_err(OpenError::from)?;
+    Ok(credential)
+}
+
+/// Why a database could not be initialised.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The policy or database failed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The database already holds a policy.
+    #[error("the database is already initialised")]
+    AlreadyInitialised,
+    /// No role of the policy can apply policies.
+    #[error("no role of the policy holds policy:apply, so there could be no administrator")]
+    NoAdminRole,
+}

@@ -1,0 +1,905 @@
+//! Reading and writing partner records under the policy: every request is
+//! decided, reads return only the granted field classes, writes may touch
+//! only writable classes, a record the caller may not read does not exist
+//! for it (404, as if missing), lists are scoped in SQL and paged with
+//! signed keyset cursors, updates honour `If-Match`, creates honour an
+//! `Idempotency-Key` stored in the write's own transaction.
+
+use partnerdb_policy::{
+    Action, Decision, Denial, FieldClass, FieldSet, Request, Resource, ResourceType,
+};
+use partnerdb_store::records::{self, After, Filter, ListQuery, Op, Record, Sort};
+use partnerdb_store::schema::{Column, Kind, Table};
+use partnerdb_store::{StoreError, Tx, Value, principals};
+use serde_json::{Map, Value as Json};
+
+use crate::Service;
+use crate::auth::Caller;
+use crate::codec::{from_json, normalize_timestamp, to_json};
+use crate::error::ServiceError;
+
+/// A record as one caller may see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordView {
+    /// The visible fields, as a JSON object.
+    pub body: Json,
+    /// The record's ETag (quoted).
+    pub etag: String,
+}
+
+/// One page of a list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page {
+    /// The records, each with the fields the caller may see on it.
+    pub items: Vec<Json>,
+    /// Where the next page starts, if there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// An `Idempotency-Key` and the request it came with.
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    /// The key.
+    pub key: String,
+    /// The request method.
+    pub method: String,
+    /// The request path.
+    pub path: String,
+    /// SHA-256 (hex) of the request body.
+    pub body_hash: String,
+}
+
+/// The answer to a create.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Created {
+    /// The record created (or, on a replay, created before).
+    pub view: RecordView,
+    /// Whether this is the stored answer of an earlier identical request.
+    pub replayed: bool,
+}
+
+/// Limits on list requests.
+pub const MAX_PAGE: usize = 500;
+/// The page size when none is asked for.
+pub const DEFAULT_PAGE: usize = 50;
+/// The most filters one list may have.
+pub const MAX_FILTERS: usize = 16;
+/// How long an idempotency key is kept.
+pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 3600;
+
+/// The ETag of a version.
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+fn table(kind: ResourceType) -> Result<Table, ServiceError> {
+    Table::of(kind).ok_or(ServiceError::NotFound("resource type"))
+}
+
+fn noun(kind: ResourceType) -> &'static str {
+    match kind {
+        ResourceType::Partner => "partner",
+        ResourceType::Contact => "contact",
+        ResourceType::Contract => "contract",
+        ResourceType::Transaction => "transaction",
+        _ => "record",
+    }
+}
+
+/// Decides `action` on a stored (or about to be stored) record.
+pub fn decide(caller: &Caller, action: Action, record: &Record) -> Decision {
+    let request = Request {
+        principal: caller.engine(),
+        action,
+        resource: Resource {
+            kind: record.kind,
+            id: &record.id,
+            partner_id: Some(&record.partner_id),
+            owner: record.owner.as_deref(),
+            attrs: record,
+        },
+        elevated: caller.elevated,
+    };
+    caller.policy.decide(&request)
+}
+
+/// The refusal for a denied write the caller may read about.
+fn refusal(caller: &Caller, action: Action, record: &Record, decision: &Decision) -> ServiceError {
+    if decision.denial == Some(Denial::ElevationRequired) {
+        return ServiceError::ElevationRequired {
+            permission: format!("{}:{action}", record.kind),
+        };
+    }
+    let _ = caller;
+    ServiceError::forbidden(
+        "forbidden",
+        format!("you may not {action} this {}", noun(record.kind)),
+    )
+}
+
+/// The record's fields of the given classes, as JSON; `id`, `partner_id`
+/// and `owner` always.
+pub fn render(record: &Record, fields: FieldSet) -> Json {
+    let table = record.table();
+    let mut body = Map::new();
+    body.insert("id".into(), Json::from(record.id.as_str()));
+    body.insert("partner_id".into(), Json::from(record.partner_id.as_str()));
+    body.insert(
+        "owner".into(),
+        record.owner.as_deref().map_or(Json::Null, Json::from),
+    );
+    for (column, value) in table.columns.iter().zip(&record.values) {
+        if fields.contains(column.class) {
+            body.insert(column.name.into(), to_json(column, value));
+        }
+    }
+    Json::Object(body)
+}
+
+fn view(record: &Record, fields: FieldSet) -> RecordView {
+    RecordView {
+        body: render(record, fields),
+        etag: etag(record.version),
+    }
+}
+
+/// A field the request writes: its column (or `partner_id` / `owner`) and
+/// class.
+struct Written {
+    name: String,
+    class: FieldClass,
+}
+
+/// The fields of a request body, parsed into `record` (whose values start
+/// as they are, or as defaults for a create). Returns the fields written.
+fn apply_body(
+    kind: ResourceType,
+    body: &Json,
+    record: &mut Record,
+    creating: bool,
+) -> Result<(Vec<Written>, Option<String>), ServiceError> {
+    let table = table(kind)?;
+    let object = body.as_object().ok_or_else(|| {
+        ServiceError::invalid("invalid_body", "", "the request body must be a JSON object")
+    })?;
+    let mut written = Vec::with_capacity(object.len());
+    let mut new_partner = None;
+    for (name, json) in object {
+        let path = format!("/{}", escape_pointer(name));
+        match name.as_str() {
+            "id" | "version" => {
+                return Err(ServiceError::invalid(
+                    "read_only_field",
+                    path,
+                    format!("`{name}` is set by the server"),
+                ));
+            }
+            "partner_id" if table.is_child() => {
+                let partner = json
+                    .as_str()
+                    .filter(|id| !id.is_empty() && id.len() <= 64)
+                    .ok_or_else(|| {
+                        ServiceError::invalid(
+                            "wrong_type",
+                            path,
+                            "`partner_id` must be a partner id",
+                        )
+                    })?;
+                new_partner = Some(partner.to_owned());
+                written.push(Written {
+                    name: name.clone(),
+                    class: FieldClass::General,
+                });
+            }
+            "owner" if !table.is_child() => {
+                let owner = match json {
+                    Json::Null => None,
+                    Json::String(id) if !id.is_empty() && id.len() <= 64 => Some(id.clone()),
+                    _ => {
+                        return Err(ServiceError::invalid(
+                            "wrong_type",
+                            path,
+                            "`owner` must be a principal id or null",
+                        ));
+                    }
+                };
+                record.owner = owner;
+                written.push(Written {
+                    name: name.clone(),
+                    class: FieldClass::General,
+                });
+            }
+            "partner_id" | "owner" => {
+                return Err(ServiceError::invalid(
+                    "read_only_field",
+                    path,
+                    format!("`{name}` of a {} follows its partner", noun(kind)),
+                ));
+            }
+            _ => {
+                let Some((index, column)) = table.column(name) else {
+                    return Err(ServiceError::invalid(
+                        "unknown_field",
+                        path,
+                        format!("{} has no field `{name}`", noun(kind)),
+                    ));
+                };
+                if !column.writable {
+                    return Err(ServiceError::invalid(
+                        "read_only_field",
+                        path,
+                        format!("`{name}` is set by the server"),
+                    ));
+                }
+                let mut value = from_json(column, json, &path)?;
+                if column.kind == Kind::Timestamp
+                    && let Value::Text(text) = &value
+                {
+                    value = Value::Text(normalize_timestamp(text).unwrap_or_default());
+                }
+                if let Some(slot) = record.values.get_mut(index) {
+                    *slot = value;
+                }
+                written.push(Written {
+                    name: name.clone(),
+                    class: column.class,
+                });
+            }
+        }
+    }
+    if creating {
+        for (column, value) in table.columns.iter().zip(&record.values) {
+            if column.required && value.is_null() {
+                return Err(ServiceError::invalid(
+                    "missing_field",
+                    format!("/{}", column.name),
+                    format!("`{}` is required", column.name),
+                ));
+            }
+        }
+    }
+    Ok((written, new_partner))
+}
+
+fn escape_pointer(name: &str) -> String {
+    name.replace('~', "~0").replace('/', "~1")
+}
+
+fn check_writable(written: &[Written], writable: FieldSet) -> Result<(), ServiceError> {
+    match written.iter().find(|w| !writable.contains(w.class)) {
+        Some(w) => Err(ServiceError::Field {
+            code: "field_not_writable",
+            field: w.name.clone(),
+            class: w.class,
+            what: "your roles do not allow you to write",
+        }),
+        None => Ok(()),
+    }
+}
+
+fn set_column(record: &mut Record, name: &str, value: Value) {
+    if let Some((index, _)) = record.table().column(name)
+        && let Some(slot) = record.values.get_mut(index)
+    {
+        *slot = value;
+    }
+}
+
+impl Service {
+    /// Reads one record.
+    pub async fn get_record(
+        &self,
+        caller: &Caller,
+        kind: ResourceType,
+        id: &str,
+    ) -> Result<RecordView, ServiceError> {
+        table(kind)?;
+        let record = records::get(self.db(), kind, id)
+            .await?
+            .ok_or(ServiceError::NotFound(noun(kind)))?;
+        let decision = decide(caller, Action::Read, &record);
+        if !decision.allowed {
+            return Err(ServiceError::NotFound(noun(kind)));
+        }
+        Ok(view(&record, decision.fields))
+    }
+
+    /// Loads a partner the caller may read, inside a transaction; a missing
+    /// or unreadable partner is "not found" alike.
+    async fn readable_partner(
+        &self,
+        tx: &mut Tx,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<Record, ServiceError> {
+        let partner = records::get_in(tx, ResourceType::Partner, id)
+            .await?
+            .ok_or(ServiceError::NotFound("partner"))?;
+        if !decide(caller, Action::Read, &partner).allowed {
+            return Err(ServiceError::NotFound("partner"));
+        }
+        Ok(partner)
+    }
+
+    /// Checks a transaction's `contract_id`: a contract of the same partner
+    /// that the caller may read.
+    async fn check_references(
+        &self,
+        tx: &mut Tx,
+        caller: &Caller,
+        record: &Record,
+    ) -> Result<(), ServiceError> {
+        for (column, value) in record.table().columns.iter().zip(&record.values) {
+            let (Kind::Ref(target), Some(id)) = (column.kind, value.as_text()) else {
+                continue;
+            };
+            let found = records::get_in(tx, target, id).await?;
+            let ok = found.is_some_and(|r| {
+                r.partner_id == record.partner_id && decide(caller, Action::Read, &r).allowed
+            });
+            if !ok {
+                return Err(ServiceError::invalid(
+                    "invalid_reference",
+                    format!("/{}", column.name),
+                    format!("no {} `{id}` of this partner", noun(target)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a record. `partner_id` comes from the body or from a nested
+    /// route (`/partners/{id}/contacts`).
+    pub async fn create_record(
+        &self,
+        caller: &Caller,
+        kind: ResourceType,
+        body: &Json,
+        route_partner: Option<&str>,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Created, ServiceError> {
+        match self
+            .try_create(caller, kind, body, route_partner, idempotency)
+            .await
+        {
+            // Two requests with the same new key raced: the loser's insert
+            // of the key conflicts; the winner has committed, so replay.
+            Err(ServiceError::Store(StoreError::Conflict)) if idempotency.is_some() => {
+                self.try_create(caller, kind, body, route_partner, idempotency)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_create(
+        &self,
+        caller: &Caller,
+        kind: ResourceType,
+        body: &Json,
+        route_partner: Option<&str>,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Created, ServiceError> {
+        let table = table(kind)?;
+        let now = self.now_text();
+        let mut tx = self.db().begin().await?;
+        if let Some(key) = idempotency {
+            let since = self.time_text(-IDEMPOTENCY_TTL_SECS);
+            if let Some(stored) =
+                principals::idempotent_response(&mut tx, &caller.principal.id, &key.key, &since)
+                    .await?
+            {
+                if stored.method != key.method
+                    || stored.path != key.path
+                    || stored.body_hash != key.body_hash
+                {
+                    return Err(ServiceError::IdempotencyMismatch);
+                }
+                let saved: Json = serde_json::from_str(&stored.response).unwrap_or_default();
+                return Ok(Created {
+                    view: RecordView {
+                        body: saved["body"].clone(),
+                        etag: saved["etag"].as_str().unwrap_or_default().to_owned(),
+                    },
+                    replayed: true,
+                });
+            }
+        }
+
+        let id = partnerdb_store::new_id();
+        let mut record = Record {
+            kind,
+            id: id.clone(),
+            partner_id: id.clone(),
+            owner: None,
+            version: 1,
+            values: table.columns.iter().map(records::column_default).collect(),
+            partner_region: None,
+            partner_tier: None,
+        };
+        set_column(&mut record, "created_at", Value::Text(now.clone()));
+        set_column(&mut record, "updated_at", Value::Text(now.clone()));
+        if !table.is_child() {
+            // The creator manages a new partner unless the body says who.
+            record.owner = Some(caller.principal.id.clone());
+        }
+        let (written, body_partner) = apply_body(kind, body, &mut record, true)?;
+        if table.is_child() {
+            let partner_id = match (body_partner, route_partner) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(ServiceError::invalid(
+                        "partner_mismatch",
+                        "/partner_id",
+                        "`partner_id` differs from the partner in the path",
+                    ));
+                }
+                (Some(a), _) => a,
+                (None, Some(b)) => b.to_owned(),
+                (None, None) => {
+                    return Err(ServiceError::invalid(
+                        "missing_field",
+                        "/partner_id",
+                        "`partner_id` is required",
+                    ));
+                }
+            };
+            let partner = self.readable_partner(&mut tx, caller, &partner_id).await?;
+            adopt_partner(&mut record, &partner);
+        }
+        let decision = decide(caller, Action::Create, &record);
+        if !decision.allowed {
+            return Err(refusal(caller, Action::Create, &record, &decision));
+        }
+        check_writable(&written, decision.fields)?;
+        self.check_references(&mut tx, caller, &record).await?;
+        records::insert(&mut tx, &record).await?;
+
+        let read = decide(caller, Action::Read, &record);
+        let view = view(
+            &record,
+            if read.allowed {
+                read.fields
+            } else {
+                FieldSet::EMPTY
+            },
+        );
+        if let Some(key) = idempotency {
+            let saved = serde_json::json!({"etag": view.etag, "body": view.body});
+            principals::store_idempotent_response(
+                &mut tx,
+                &caller.principal.id,
+                &key.key,
+                &principals::IdempotentResponse {
+                    method: key.method.clone(),
+                    path: key.path.clone(),
+                    body_hash: key.body_hash.clone(),
+                    status: 201,
+                    response: saved.to_string(),
+                    created_at: now,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Created {
+            view,
+            replayed: false,
+        })
+    }
+
+    /// Updates a record with the fields of `body` (others unchanged; `null`
+    /// clears an optional field). `if_match` is the `If-Match` header.
+    pub async fn update_record(
+        &self,
+        caller: &Caller,
+        kind: ResourceType,
+        id: &str,
+        body: &Json,
+        if_match: Option<&str>,
+    ) -> Result<RecordView, ServiceError> {
+        table(kind)?;
+        let mut tx = self.db().begin().await?;
+        let current = records::get_in(&mut tx, kind, id)
+            .await?
+            .ok_or(ServiceError::NotFound(noun(kind)))?;
+        if !decide(caller, Action::Read, &current).allowed {
+            return Err(ServiceError::NotFound(noun(kind)));
+        }
+        check_if_match(if_match, current.version)?;
+
+        let mut next = current.clone();
+        let (written, new_partner) = apply_body(kind, body, &mut next, false)?;
+        if let Some(partner_id) = new_partner.filter(|p| *p != current.partner_id) {
+            let partner = self.readable_partner(&mut tx, caller, &partner_id).await?;
+            adopt_partner(&mut next, &partner);
+        }
+        // Decided on the record as it is and as it would be: moving a
+        // record to another partner needs both.
+        let before = decide(caller, Action::Update, &current);
+        if !before.allowed {
+            return Err(refusal(caller, Action::Update, &current, &before));
+        }
+        let after = decide(caller, Action::Update, &next);
+        if !after.allowed {
+            return Err(refusal(caller, Action::Update, &next, &after));
+        }
+        check_writable(&written, before.fields.intersection(after.fields))?;
+        self.check_references(&mut tx, caller, &next).await?;
+
+        next.version = current.version + 1;
+        set_column(&mut next, "updated_at", Value::Text(self.now_text()));
+        if !records::update(&mut tx, &next, current.version).await? {
+            return Err(ServiceError::PreconditionFailed {
+                current: etag(current.version + 1),
+            });
+        }
+        if kind == ResourceType::Partner
+            && (next.owner != current.owner
+                || next.value("region") != current.value("region")
+                || next.value("tier") != current.value("tier"))
+        {
+            records::cascade_partner(&mut tx, &next).await?;
+        }
+        tx.commit().await?;
+        let read = decide(caller, Action::Read, &next);
+        Ok(view(
+            &next,
+            if read.allowed {
+                read.fields
+            } else {
+                FieldSet::EMPTY
+            },
+        ))
+    }
+
+    /// Deletes a record.
+    pub async fn delete_record(
+        &self,
+        caller: &Caller,
+        kind: ResourceType,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        table(kind)?;
+        let mut tx = self.db().begin().await?;
+        let current = records::get_in(&mut tx, kind, id)
+            .await?
+            .ok_or(ServiceError::NotFound(noun(kind)))?;
+        if !decide(caller, Action::Read, &current).allowed {
+            return Err(ServiceError::NotFound(noun(kind)));
+        }
+        check_if_match(if_match, current.version)?;
+        let decision = decide(caller, Action::Delete, &current);
+        if !decision.allowed {
+            return Err(refusal(caller, Action::Delete, &current, &decision));
+        }
+        match records::delete(&mut tx, kind, id).await {
+            Ok(_) => {}
+            Err(StoreError::Reference) => {
+                return Err(ServiceError::conflict(
+                    "has_dependents",
+                    format!("this {} still has records that belong to it", noun(kind)),
+                ));
+            }
+            Err(error) => return Err(error.into()),
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Lists records: `params` are the query parameters (`limit`, `sort`,
+    /// `cursor`, and filters `field=value` or `field.gt|gte|lt|lte=value`);
+    /// `route_partner` restricts to one partner (nested routes).
+    pub async fn list_records(
+        &self,
+        caller: &Caller,
+        kind: ResourceType,
+        params: &[(String, String)],
+        route_partner: Option<&str>,
+    ) -> Result<Page, ServiceError> {
+        let table = table(kind)?;
+        if !caller.policy.covers(&caller.roles, kind, Action::Read) {
+            return Err(ServiceError::forbidden(
+                "forbidden",
+                format!("your roles do not allow reading {}s", noun(kind)),
+            ));
+        }
+        let scope = caller
+            .policy
+            .row_filter(&caller.engine(), kind, Action::Read, caller.elevated);
+        // Classes readable on every reachable row: what filters and sorts
+        // may use without revealing hidden values.
+        let readable = scope
+            .conditions
+            .iter()
+            .map(|c| c.fields)
+            .reduce(FieldSet::intersection)
+            .unwrap_or(FieldSet::EMPTY);
+        let parsed = parse_list_params(&table, params, readable)?;
+        let mut filters = parsed.filters;
+        if let Some(partner) = route_partner {
+            filters.push(Filter {
+                column: "partner_id",
+                op: Op::Eq,
+                value: Value::from(partner),
+            });
+        }
+        let binding = format!(
+            "{}|{kind}|{}|{}{}",
+            caller.principal.id,
+            parsed.canonical,
+            route_partner.unwrap_or(""),
+            if parsed.sort.descending { "-" } else { "+" },
+        ) + parsed.sort.column;
+        let after = match &parsed.cursor {
+            Some(cursor) => Some(self.cursors().check(cursor, &binding).ok_or_else(|| {
+                ServiceError::invalid(
+                    "invalid_cursor",
+                    "cursor",
+                    "the cursor is invalid, or was issued for another list, filter, sort or principal",
+                )
+            })?),
+            None => None,
+        };
+        let (rows, more) = records::list(
+            self.db(),
+            &ListQuery {
+                kind,
+                scope: &scope,
+                filters: &filters,
+                sort: parsed.sort,
+                after,
+                limit: parsed.limit,
+            },
+        )
+        .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for record in &rows {
+            let decision = decide(caller, Action::Read, record);
+            // The SQL scope and the decision agree; a row they disagree on
+            // is left out rather than shown.
+            if decision.allowed {
+                items.push(render(record, decision.fields));
+            }
+        }
+        let next_cursor = match rows.last() {
+            Some(last) if more => {
+                let value = if parsed.sort.column == "id" {
+                    Value::from(last.id.as_str())
+                } else {
+                    last.value(parsed.sort.column)
+                        .cloned()
+                        .unwrap_or(Value::Null)
+                };
+                Some(self.cursors().issue(
+                    &After {
+                        value,
+                        id: last.id.clone(),
+                    },
+                    &binding,
+                ))
+            }
+            _ => None,
+        };
+        Ok(Page { items, next_cursor })
+    }
+}
+
+/// Points a child record at its partner: partner id, owner, region, tier.
+fn adopt_partner(record: &mut Record, partner: &Record) {
+    record.partner_id = partner.id.clone();
+    record.owner = partner.owner.clone();
+    record.partner_region = partner
+        .value("region")
+        .and_then(Value::as_text)
+        .map(str::to_owned);
+    record.partner_tier = partner
+        .value("tier")
+        .and_then(Value::as_text)
+        .map(str::to_owned);
+}
+
+fn check_if_match(if_match: Option<&str>, version: i64) -> Result<(), ServiceError> {
+    let Some(header) = if_match else {
+        return Ok(());
+    };
+    let current = etag(version);
+    let matches = header
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag == current);
+    if matches {
+        Ok(())
+    } else {
+        Err(ServiceError::PreconditionFailed { current })
+    }
+}
+
+struct ListParams {
+    filters: Vec<Filter>,
+    canonical: String,
+    sort: Sort,
+    cursor: Option<String>,
+    limit: usize,
+}
+
+fn parse_list_params(
+    table: &Table,
+    params: &[(String, String)],
+    readable: FieldSet,
+) -> Result<ListParams, ServiceError> {
+    let mut filters = Vec::new();
+    let mut canonical: Vec<String> = Vec::new();
+    let mut sort = Sort {
+        column: "id",
+        descending: false,
+    };
+    let mut cursor = None;
+    let mut limit = DEFAULT_PAGE;
+    for (name, value) in params {
+        if value.len() > 512 {
+            return Err(ServiceError::invalid(
+                "value_too_long",
+                name.as_str(),
+                "query parameter values are limited to 512 bytes",
+            ));
+        }
+        match name.as_str() {
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        ServiceError::invalid(
+                            "invalid_limit",
+                            "limit",
+                            format!("`limit` must be a number from 1 to {MAX_PAGE}"),
+                        )
+                    })?;
+            }
+            "cursor" => cursor = Some(value.clone()),
+            "sort" => {
+                let (descending, field) = match value.strip_prefix('-') {
+                    Some(field) => (true, field),
+                    None => (false, value.as_str()),
+                };
+                let column = if field == "id" {
+                    "id"
+                } else {
+                    let (_, column) =
+                        table
+                            .column(field)
+                            .filter(|(_, c)| c.sortable)
+                            .ok_or_else(|| {
+                                let sortable: Vec<&str> = table
+                                    .columns
+                                    .iter()
+                                    .filter(|c| c.sortable)
+                                    .map(|c| c.name)
+                                    .collect();
+                                ServiceError::invalid(
+                                    "invalid_sort",
+                                    "sort",
+                                    format!(
+                                        "cannot sort on `{field}`; sortable fields: id, {}",
+                                        sortable.join(", ")
+                                    ),
+                                )
+                            })?;
+                    require_readable(column, readable)?;
+                    column.name
+                };
+                sort = Sort { column, descending };
+            }
+            _ => {
+                let (field, op) = match name.rsplit_once('.') {
+                    Some((field, "gt")) => (field, Op::Gt),
+                    Some((field, "gte")) => (field, Op::Gte),
+                    Some((field, "lt")) => (field, Op::Lt),
+                    Some((field, "lte")) => (field, Op::Lte),
+                    _ => (name.as_str(), Op::Eq),
+                };
+                let filter = parse_filter(table, name, field, op, value, readable)?;
+                canonical.push(format!("{name}={value}"));
+                filters.push(filter);
+            }
+        }
+    }
+    if filters.len() > MAX_FILTERS {
+        return Err(ServiceError::invalid(
+            "too_many_filters",
+            "",
+            format!("at most {MAX_FILTERS} filters"),
+        ));
+    }
+    canonical.sort();
+    Ok(ListParams {
+        filters,
+        canonical: canonical.join("&"),
+        sort,
+        cursor,
+        limit,
+    })
+}
+
+fn require_readable(column: &Column, readable: FieldSet) -> Result<(), ServiceError> {
+    if readable.contains(column.class) {
+        Ok(())
+    } else {
+        Err(ServiceError::Field {
+            code: "field_not_readable",
+            field: column.name.to_owned(),
+            class: column.class,
+            what: "your roles do not allow you to read",
+        })
+    }
+}
+
+fn parse_filter(
+    table: &Table,
+    param: &str,
+    field: &str,
+    op: Op,
+    value: &str,
+    readable: FieldSet,
+) -> Result<Filter, ServiceError> {
+    match field {
+        "partner_id" | "owner" | "id" => {
+            if op != Op::Eq {
+                return Err(ServiceError::invalid(
+                    "invalid_filter",
+                    param,
+                    format!("`{field}` can only be compared for equality"),
+                ));
+            }
+            let column = match field {
+                "partner_id" => "partner_id",
+                "owner" => "owner",
+                _ => "id",
+            };
+            return Ok(Filter {
+                column,
+                op,
+                value: Value::from(value),
+            });
+        }
+        _ => {}
+    }
+    let Some((_, column)) = table.column(field) else {
+        return Err(ServiceError::invalid(
+            "unknown_parameter",
+            param,
+            format!("unknown query parameter `{param}`"),
+        ));
+    };
+    require_readable(column, readable)?;
+    let ordered = matches!(
+        column.kind,
+        Kind::Money | Kind::Rate | Kind::Date | Kind::Timestamp
+    );
+    if op != Op::Eq && !ordered {
+        return Err(ServiceError::invalid(
+            "invalid_filter",
+            param,
+            format!("`{field}` can only be compared for equality"),
+        ));
+    }
+    let json = match column.kind {
+        Kind::Money => Json::from(value.parse::<i64>().map_err(|_| {
+            ServiceError::invalid("wrong_type", param, format!("`{field}` must be an integer"))
+        })?),
+        _ => Json::from(value),
+    };
+    let mut parsed = from_json(column, &json, param)?;
+    if column.kind == Kind::Timestamp
+        && let Value::Text(text) = &parsed
+    {
+        parsed = Value::Text(normalize_timestamp(text).unwrap_or_default());
+    }
+    Ok(Filter {
+        column: column.name,
+        op,
+        value: parsed,
+    })
+}

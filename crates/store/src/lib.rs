@@ -1,0 +1,78 @@
+//! partnerdb's storage: the only crate that contains SQL.
+//!
+//! One [`Db`] handle over embedded SQLite (the default: WAL, foreign keys
+//! on, one writer connection and a pool of readers) or PostgreSQL, with
+//! versioned migrations (`migrations/`, written once for both). Record
+//! tables are described by [`schema::Table`]; row scopes from the policy
+//! engine become `WHERE` clauses in [`records::list`].
+//!
+//! **Architecture invariants:** statements bind every value and take their
+//! identifiers from the schema tables only; this crate makes no access
+//! decision (the service does) and knows nothing of HTTP.
+
+pub mod principals;
+pub mod records;
+pub mod schema;
+pub mod sql;
+
+pub use sql::{Db, DbOptions, Dialect, Row, Sql, Tx, Value};
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL is not one we can open.
+    #[error("invalid database URL: {0}")]
+    Url(String),
+    /// A unique key already exists.
+    #[error("a record with this key already exists")]
+    Conflict,
+    /// A referenced record does not exist, or a record still has dependents.
+    #[error("the change would break a reference between records")]
+    Reference,
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        if let sqlx::Error::Database(db) = &error {
+            match db.kind() {
+                sqlx::error::ErrorKind::UniqueViolation => return StoreError::Conflict,
+                sqlx::error::ErrorKind::ForeignKeyViolation => return StoreError::Reference,
+                _ => {}
+            }
+        }
+        StoreError::Database(error)
+    }
+}
+
+/// The current time as stored: RFC 3339 in UTC with microseconds, fixed
+/// width, so that stored times sort as text.
+pub fn now() -> String {
+    format_time(jiff::Timestamp::now())
+}
+
+/// A time as stored.
+pub fn format_time(at: jiff::Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// A new record or principal id: a UUIDv7 (time-ordered, so new rows land
+/// at the end of the id index).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stored_times_have_a_fixed_width() {
+        let a = super::format_time(jiff::Timestamp::from_second(0).unwrap());
+        assert_eq!(a, "1970-01-01T00:00:00.000000Z");
+        assert_eq!(super::now().len(), a.len());
+    }
+}

@@ -1,0 +1,505 @@
+//! The SQL layer: values, rows, a statement builder that only binds values
+//! (identifiers come from the schema tables, never from input), and one
+//! database handle over SQLite or PostgreSQL.
+//!
+//! Statements are written once with `?` placeholders produced by
+//! [`Sql::bind`]; the builder numbers them `$1, $2, …` for PostgreSQL.
+//! sqlx 0.9 asks that dynamic SQL be asserted safe (`AssertSqlSafe`): it is,
+//! because [`Sql`] appends only literals and schema names, and binds every
+//! value.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Column as _, Row as _, TypeInfo as _, ValueRef as _};
+
+use crate::StoreError;
+
+/// A value bound to or read from a statement.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// SQL NULL bound as a BIGINT (PostgreSQL types parameters; a text NULL
+    /// does not fit a BIGINT column). Never read back.
+    NullInt,
+    /// A BIGINT.
+    Int(i64),
+    /// A TEXT.
+    Text(String),
+}
+
+impl Value {
+    /// The text, if it is text.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Value::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The integer, if it is one.
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// Whether it is NULL.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null | Value::NullInt)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(text: &str) -> Value {
+        Value::Text(text.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(text: String) -> Value {
+        Value::Text(text)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(n: i64) -> Value {
+        Value::Int(n)
+    }
+}
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(value: Option<T>) -> Value {
+        value.map_or(Value::Null, Into::into)
+    }
+}
+
+/// A row read back, its values in the order of the select list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row(pub Vec<Value>);
+
+impl Row {
+    /// Value `i`.
+    pub fn get(&self, i: usize) -> &Value {
+        self.0.get(i).unwrap_or(&Value::Null)
+    }
+
+    /// Text value `i` (empty if absent).
+    pub fn text(&self, i: usize) -> String {
+        self.get(i).as_text().unwrap_or_default().to_owned()
+    }
+
+    /// Optional text value `i`.
+    pub fn opt_text(&self, i: usize) -> Option<String> {
+        self.get(i).as_text().map(str::to_owned)
+    }
+
+    /// Integer value `i` (0 if absent).
+    pub fn int(&self, i: usize) -> i64 {
+        self.get(i).as_int().unwrap_or(0)
+    }
+}
+
+/// The database a statement is written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// A statement under construction: text with placeholders, and the values
+/// bound to them.
+#[derive(Clone, Debug)]
+pub struct Sql {
+    dialect: Dialect,
+    text: String,
+    args: Vec<Value>,
+}
+
+impl Sql {
+    /// An empty statement for `dialect`.
+    pub fn new(dialect: Dialect) -> Sql {
+        Sql {
+            dialect,
+            text: String::with_capacity(256),
+            args: Vec::new(),
+        }
+    }
+
+    /// Appends SQL text. Only ever called with literals and schema names.
+    pub fn push(&mut self, text: &str) -> &mut Sql {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder bound to `value`.
+    pub fn bind(&mut self, value: impl Into<Value>) -> &mut Sql {
+        self.args.push(value.into());
+        match self.dialect {
+            Dialect::Sqlite => self.text.push('?'),
+            Dialect::Postgres => {
+                self.text.push('$');
+                self.text.push_str(&self.args.len().to_string());
+            }
+        }
+        self
+    }
+
+    /// The statement's text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The values bound, in order.
+    pub fn args(&self) -> &[Value] {
+        &self.args
+    }
+
+    /// The dialect it is written for.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+}
+
+fn bind_sqlite<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    args: &'q [Value],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    for arg in args {
+        query = match arg {
+            Value::Null => query.bind(None::<String>),
+            Value::NullInt => query.bind(None::<i64>),
+            Value::Int(n) => query.bind(*n),
+            Value::Text(text) => query.bind(text.as_str()),
+        };
+    }
+    query
+}
+
+fn bind_postgres<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    args: &'q [Value],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    for arg in args {
+        query = match arg {
+            Value::Null => query.bind(None::<String>),
+            Value::NullInt => query.bind(None::<i64>),
+            Value::Int(n) => query.bind(*n),
+            Value::Text(text) => query.bind(text.as_str()),
+        };
+    }
+    query
+}
+
+fn decode_sqlite(row: &SqliteRow) -> Result<Row, sqlx::Error> {
+    let mut out = Vec::with_capacity(row.len());
+    for i in 0..row.len() {
+        let raw = row.try_get_raw(i)?;
+        if raw.is_null() {
+            out.push(Value::Null);
+            continue;
+        }
+        let type_name = raw.type_info().name().to_ascii_uppercase();
+        out.push(match type_name.as_str() {
+            "INTEGER" | "BIGINT" | "INT" | "BOOLEAN" => Value::Int(row.try_get::<i64, _>(i)?),
+            "REAL" => Value::Int(row.try_get::<f64, _>(i)? as i64),
+            _ => Value::Text(row.try_get::<String, _>(i)?),
+        });
+    }
+    Ok(Row(out))
+}
+
+fn decode_postgres(row: &PgRow) -> Result<Row, sqlx::Error> {
+    let mut out = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let raw = row.try_get_raw(i)?;
+        if raw.is_null() {
+            out.push(Value::Null);
+            continue;
+        }
+        out.push(match column.type_info().name() {
+            "INT8" => Value::Int(row.try_get::<i64, _>(i)?),
+            "INT4" => Value::Int(i64::from(row.try_get::<i32, _>(i)?)),
+            "INT2" => Value::Int(i64::from(row.try_get::<i16, _>(i)?)),
+            "BOOL" => Value::Int(i64::from(row.try_get::<bool, _>(i)?)),
+            _ => Value::Text(row.try_get::<String, _>(i)?),
+        });
+    }
+    Ok(Row(out))
+}
+
+/// Where the data lives.
+#[derive(Clone, Debug)]
+enum Pools {
+    Sqlite {
+        /// Many readers.
+        read: SqlitePool,
+        /// One writer: SQLite allows one write transaction at a time, so
+        /// writes queue here instead of failing with "database is locked".
+        write: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// A handle on the database, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pools: Pools,
+}
+
+/// Connection settings.
+#[derive(Clone, Debug)]
+pub struct DbOptions {
+    /// Connections for reads (PostgreSQL: all connections).
+    pub max_connections: u32,
+    /// PostgreSQL schema to use (tests use a fresh one each).
+    pub schema: Option<String>,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            max_connections: 8,
+            schema: None,
+        }
+    }
+}
+
+impl Db {
+    /// Opens a database from a URL: `sqlite://PATH` (created if missing) or
+    /// `postgres://…`.
+    pub async fn connect(url: &str, options: &DbOptions) -> Result<Db, StoreError> {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            return Db::open_sqlite(path, options).await;
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Db::open_postgres(url, options).await;
+        }
+        Err(StoreError::Url(
+            "expected sqlite://PATH or postgres://…".to_owned(),
+        ))
+    }
+
+    async fn open_sqlite(path: &str, options: &DbOptions) -> Result<Db, StoreError> {
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect.clone())
+            .await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .connect_with(connect.read_only(true))
+            .await?;
+        Ok(Db {
+            pools: Pools::Sqlite { read, write },
+        })
+    }
+
+    async fn open_postgres(url: &str, options: &DbOptions) -> Result<Db, StoreError> {
+        let mut connect = PgConnectOptions::from_str(url)?;
+        if let Some(schema) = &options.schema {
+            connect = connect.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await?;
+        Ok(Db {
+            pools: Pools::Postgres(pool),
+        })
+    }
+
+    /// The dialect statements for this database are written in.
+    pub fn dialect(&self) -> Dialect {
+        match self.pools {
+            Pools::Sqlite { .. } => Dialect::Sqlite,
+            Pools::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// A new statement for this database.
+    pub fn sql(&self) -> Sql {
+        Sql::new(self.dialect())
+    }
+
+    /// Applies the migrations not yet applied.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = sqlx::migrate!("./migrations");
+        match &self.pools {
+            Pools::Sqlite { write, .. } => migrator.run(write).await?,
+            Pools::Postgres(pool) => migrator.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Reads rows outside any write transaction.
+    pub async fn fetch_all(&self, sql: &Sql) -> Result<Vec<Row>, StoreError> {
+        match &self.pools {
+            Pools::Sqlite { read, .. } => {
+                let rows = bind_sqlite(sqlx::query(AssertSqlSafe(sql.text())), sql.args())
+                    .fetch_all(read)
+                    .await?;
+                Ok(rows.iter().map(decode_sqlite).collect::<Result<_, _>>()?)
+            }
+            Pools::Postgres(pool) => {
+                let rows = bind_postgres(sqlx::query(AssertSqlSafe(sql.text())), sql.args())
+                    .fetch_all(pool)
+                    .await?;
+                Ok(rows.iter().map(decode_postgres).collect::<Result<_, _>>()?)
+            }
+        }
+    }
+
+    /// Reads at most one row outside any write transaction.
+    pub async fn fetch_optional(&self, sql: &Sql) -> Result<Option<Row>, StoreError> {
+        Ok(self.fetch_all(sql).await?.into_iter().next())
+    }
+
+    /// Starts a write transaction (SQLite: `BEGIN IMMEDIATE` on the single
+    /// writer connection).
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(Tx(match &self.pools {
+            Pools::Sqlite { write, .. } => {
+                TxInner::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?)
+            }
+            Pools::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
+        }))
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let sql = {
+            let mut sql = self.sql();
+            sql.push("SELECT 1");
+            sql
+        };
+        self.fetch_all(&sql).await.map(|_| ())
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        match &self.pools {
+            Pools::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Pools::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+enum TxInner {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// A write transaction: everything in it commits together or not at all
+/// (dropping it without [`Tx::commit`] rolls back).
+pub struct Tx(TxInner);
+
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tx")
+    }
+}
+
+impl Tx {
+    /// The dialect of the transaction's database.
+    pub fn dialect(&self) -> Dialect {
+        match self.0 {
+            TxInner::Sqlite(_) => Dialect::Sqlite,
+            TxInner::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// A new statement for this transaction's database.
+    pub fn sql(&self) -> Sql {
+        Sql::new(self.dialect())
+    }
+
+    /// Reads rows.
+    pub async fn fetch_all(&mut self, sql: &Sql) -> Result<Vec<Row>, StoreError> {
+        match &mut self.0 {
+            TxInner::Sqlite(tx) => {
+                let rows = bind_sqlite(sqlx::query(AssertSqlSafe(sql.text())), sql.args())
+                    .fetch_all(&mut **tx)
+                    .await?;
+                Ok(rows.iter().map(decode_sqlite).collect::<Result<_, _>>()?)
+            }
+            TxInner::Postgres(tx) => {
+                let rows = bind_postgres(sqlx::query(AssertSqlSafe(sql.text())), sql.args())
+                    .fetch_all(&mut **tx)
+                    .await?;
+                Ok(rows.iter().map(decode_postgres).collect::<Result<_, _>>()?)
+            }
+        }
+    }
+
+    /// Reads at most one row.
+    pub async fn fetch_optional(&mut self, sql: &Sql) -> Result<Option<Row>, StoreError> {
+        Ok(self.fetch_all(sql).await?.into_iter().next())
+    }
+
+    /// Runs a statement; returns the number of rows it changed.
+    pub async fn execute(&mut self, sql: &Sql) -> Result<u64, StoreError> {
+        Ok(match &mut self.0 {
+            TxInner::Sqlite(tx) => bind_sqlite(sqlx::query(AssertSqlSafe(sql.text())), sql.args())
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+            TxInner::Postgres(tx) => {
+                bind_postgres(sqlx::query(AssertSqlSafe(sql.text())), sql.args())
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
+            }
+        })
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self.0 {
+            TxInner::Sqlite(tx) => tx.commit().await?,
+            TxInner::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_follow_the_dialect() {
+        let mut sql = Sql::new(Dialect::Postgres);
+        sql.push("SELECT * FROM t WHERE a = ")
+            .bind(1)
+            .push(" AND b = ")
+            .bind("x");
+        assert_eq!(sql.text(), "SELECT * FROM t WHERE a = $1 AND b = $2");
+        let mut sql = Sql::new(Dialect::Sqlite);
+        sql.push("a = ").bind(1).push(" AND b = ").bind(Value::Null);
+        assert_eq!(sql.text(), "a = ? AND b = ?");
+        assert_eq!(sql.args(), [Value::Int(1), Value::Null]);
+    }
+}
