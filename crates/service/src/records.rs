@@ -383,27 +383,26 @@ impl Service {
         let table = table(kind)?;
         let now = self.now_text();
         let mut tx = self.db().begin().await?;
-        if let Some(key) = idempotency {
-            let since = self.time_text(-IDEMPOTENCY_TTL_SECS);
-            if let Some(stored) =
+        let since = self.time_text(-IDEMPOTENCY_TTL_SECS);
+        if let Some(key) = idempotency
+            && let Some(stored) =
                 principals::idempotent_response(&mut tx, &caller.principal.id, &key.key, &since)
                     .await?
+        {
+            if stored.method != key.method
+                || stored.path != key.path
+                || stored.body_hash != key.body_hash
             {
-                if stored.method != key.method
-                    || stored.path != key.path
-                    || stored.body_hash != key.body_hash
-                {
-                    return Err(ServiceError::IdempotencyMismatch);
-                }
-                let saved: Json = serde_json::from_str(&stored.response).unwrap_or_default();
-                return Ok(Created {
-                    view: RecordView {
-                        body: saved["body"].clone(),
-                        etag: saved["etag"].as_str().unwrap_or_default().to_owned(),
-                    },
-                    replayed: true,
-                });
+                return Err(ServiceError::IdempotencyMismatch);
             }
+            let saved: Json = serde_json::from_str(&stored.response).unwrap_or_default();
+            return Ok(Created {
+                view: RecordView {
+                    body: saved["body"].clone(),
+                    etag: saved["etag"].as_str().unwrap_or_default().to_owned(),
+                },
+                replayed: true,
+            });
         }
 
         let id = partnerdb_store::new_id();
@@ -477,6 +476,7 @@ impl Service {
                     response: saved.to_string(),
                     created_at: now,
                 },
+                &since,
             )
             .await?;
         }

@@ -425,18 +425,23 @@ pub async fn idempotent_response(
     }))
 }
 
-/// Stores the response of an idempotent request (replacing an expired one).
+/// Stores the response of an idempotent request, replacing an expired one
+/// (created before `expired_before`). A live one makes the insert fail with
+/// [`StoreError::Conflict`]: a concurrent request with the same key won.
 pub async fn store_idempotent_response(
     tx: &mut Tx,
     principal_id: &str,
     key: &str,
     response: &IdempotentResponse,
+    expired_before: &str,
 ) -> Result<(), StoreError> {
     let mut sql = tx.sql();
     sql.push("DELETE FROM idempotency_keys WHERE principal_id = ")
         .bind(principal_id)
         .push(" AND key = ")
-        .bind(key);
+        .bind(key)
+        .push(" AND created_at < ")
+        .bind(expired_before);
     tx.execute(&sql).await?;
     let mut sql = tx.sql();
     sql.push(

@@ -1,0 +1,495 @@
+//! Records through the API on both backends: lists with filters, sort and
+//! cursors; ETags; idempotent creates; nested routes; and bad input of
+//! every kind answered with a 4xx problem, never a 500 and never a partial
+//! write.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use partnerdb_testkit::{BACKENDS, spawn};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Status, content type and body of a raw request.
+type RawAnswer = (StatusCode, Option<String>, Value);
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn lists_page_through_everything_with_bound_cursors() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let (pm, pm_token) = app
+            .principal("pm", &["partner_manager"], None, json!({"region": "emea"}))
+            .await;
+        let mut mine = Vec::new();
+        for i in 0..23 {
+            let owner = if i % 3 == 0 {
+                "someone-else".to_owned()
+            } else {
+                pm.clone()
+            };
+            let p = app
+                .record("partners", json!({"name": format!("P{:02}", 22 - i), "region": if i % 2 == 0 { "apac" } else { "amer" }, "owner": owner, "status": if i % 4 == 0 { "active" } else { "prospect" }}))
+                .await;
+            if i % 3 != 0 {
+                mine.push(p["id"].as_str().unwrap().to_owned());
+            }
+        }
+        // Page through by name, three at a time.
+        let mut seen = Vec::new();
+        let mut names = Vec::new();
+        let mut path = "/v1/partners?sort=name&limit=3".to_owned();
+        let mut first_cursor = None;
+        loop {
+            let page = app.get(&path, &pm_token).await;
+            assert_eq!(page.status, StatusCode::OK, "{backend:?} {:?}", page.body);
+            seen.extend(ids(&page.body));
+            names.extend(
+                page.body["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["name"].as_str().unwrap().to_owned()),
+            );
+            match page.body["next_cursor"].as_str() {
+                Some(cursor) => {
+                    first_cursor.get_or_insert(cursor.to_owned());
+                    path = format!("/v1/partners?sort=name&limit=3&cursor={cursor}");
+                }
+                None => break,
+            }
+        }
+        let mut expected = mine.clone();
+        expected.sort();
+        let mut got = seen.clone();
+        got.sort();
+        assert_eq!(got, expected, "{backend:?}: every own partner exactly once");
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "{backend:?}: in name order");
+
+        // A cursor only works for the list it was issued for.
+        let cursor = first_cursor.unwrap();
+        for other in [
+            format!("/v1/partners?sort=-name&limit=3&cursor={cursor}"),
+            format!("/v1/partners?sort=name&limit=3&status=active&cursor={cursor}"),
+            format!("/v1/contacts?sort=name&limit=3&cursor={cursor}").replace("sort=name&", ""),
+        ] {
+            let refused = app.get(&other, &pm_token).await;
+            assert_eq!(
+                refused.status,
+                StatusCode::BAD_REQUEST,
+                "{backend:?} {other}"
+            );
+            assert_eq!(refused.body["code"], "invalid_cursor");
+        }
+        let stolen = app
+            .get(
+                &format!("/v1/partners?sort=name&limit=3&cursor={cursor}"),
+                &app.admin_token,
+            )
+            .await;
+        assert_eq!(
+            stolen.body["code"], "invalid_cursor",
+            "{backend:?}: another principal's cursor"
+        );
+
+        // Filters and descending order.
+        let active = app
+            .get(
+                "/v1/partners?status=active&sort=-created_at",
+                &app.admin_token,
+            )
+            .await;
+        let statuses: Vec<&str> = active.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses.len(), 6, "{backend:?}");
+        assert!(statuses.iter().all(|s| *s == "active"));
+        let created: Vec<&str> = active.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["created_at"].as_str().unwrap())
+            .collect();
+        let mut desc = created.clone();
+        desc.sort_by(|a, b| b.cmp(a));
+        assert_eq!(created, desc);
+    }
+}
+
+#[tokio::test]
+async fn transactions_filter_on_amounts_and_times() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let partner = app
+            .record("partners", json!({"name": "A", "region": "emea"}))
+            .await;
+        let pid = partner["id"].as_str().unwrap();
+        for (amount, day) in [(100, 1), (250, 2), (999, 3), (5000, 4)] {
+            app.record(
+                "transactions",
+                json!({"partner_id": pid, "kind": "invoice", "occurred_at": format!("2026-03-0{day}T10:00:00+02:00"), "amount": amount, "currency": "EUR"}),
+            )
+            .await;
+        }
+        let mid = app
+            .get(
+                "/v1/transactions?amount.gte=250&amount.lt=5000&sort=amount",
+                &app.admin_token,
+            )
+            .await;
+        let amounts: Vec<i64> = mid.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["amount"].as_i64().unwrap())
+            .collect();
+        assert_eq!(amounts, [250, 999], "{backend:?}");
+        let late = app
+            .get(
+                "/v1/transactions?occurred_at.gt=2026-03-02T09:00:00Z",
+                &app.admin_token,
+            )
+            .await;
+        assert_eq!(
+            late.body["items"].as_array().unwrap().len(),
+            2,
+            "{backend:?}: times compare in UTC"
+        );
+        let nested = app
+            .get(
+                &format!("/v1/partners/{pid}/transactions?limit=2"),
+                &app.admin_token,
+            )
+            .await;
+        assert_eq!(nested.body["items"].as_array().unwrap().len(), 2);
+        assert!(nested.body["next_cursor"].is_string());
+        // Stored times are normalised to UTC.
+        assert_eq!(
+            late.body["items"][0]["occurred_at"].as_str().unwrap().len(),
+            27
+        );
+    }
+}
+
+#[tokio::test]
+async fn idempotent_creates_replay_and_refuse_other_bodies() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let body = json!({"name": "Once", "region": "emea"});
+        let key = [("idempotency-key", "create-once-1")];
+        let first = app
+            .request(
+                Method::POST,
+                "/v1/partners",
+                Some(&app.admin_token),
+                Some(&body),
+                &key,
+            )
+            .await;
+        assert_eq!(first.status, StatusCode::CREATED);
+        let again = app
+            .request(
+                Method::POST,
+                "/v1/partners",
+                Some(&app.admin_token),
+                Some(&body),
+                &key,
+            )
+            .await;
+        assert_eq!(again.status, StatusCode::CREATED, "{backend:?}");
+        assert_eq!(again.body, first.body, "{backend:?}: the same answer");
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        let other = app
+            .request(
+                Method::POST,
+                "/v1/partners",
+                Some(&app.admin_token),
+                Some(&json!({"name": "Twice", "region": "emea"})),
+                &key,
+            )
+            .await;
+        assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(other.body["code"], "idempotency_key_reused");
+        let list = app.get("/v1/partners", &app.admin_token).await;
+        assert_eq!(
+            list.body["items"].as_array().unwrap().len(),
+            1,
+            "{backend:?}: created once"
+        );
+        // Keys are per principal: another principal's same key is its own.
+        let (_, token) = app.principal("rw", &["read_write"], None, json!({})).await;
+        let theirs = app
+            .request(
+                Method::POST,
+                "/v1/partners",
+                Some(&token),
+                Some(&body),
+                &key,
+            )
+            .await;
+        assert_eq!(theirs.status, StatusCode::CREATED);
+        assert_ne!(theirs.body["id"], first.body["id"]);
+        // Kept 24 hours.
+        app.clock.advance(jiff::SignedDuration::from_hours(25));
+        let later = app
+            .request(
+                Method::POST,
+                "/v1/partners",
+                Some(&app.admin_token),
+                Some(&body),
+                &key,
+            )
+            .await;
+        assert_eq!(later.status, StatusCode::CREATED);
+        assert_ne!(
+            later.body["id"], first.body["id"],
+            "{backend:?}: an expired key is a new request"
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_create_once() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let app = std::sync::Arc::new(app);
+        let mut handles = Vec::new();
+        for _ in 0..8 {
+            let app = app.clone();
+            handles.push(tokio::spawn(async move {
+                app.request(
+                    Method::POST,
+                    "/v1/partners",
+                    Some(&app.admin_token),
+                    Some(&json!({"name": "Race", "region": "emea"})),
+                    &[("idempotency-key", "race")],
+                )
+                .await
+            }));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for handle in handles {
+            let answer = handle.await.unwrap();
+            assert_eq!(
+                answer.status,
+                StatusCode::CREATED,
+                "{backend:?} {:?}",
+                answer.body
+            );
+            ids.insert(answer.body["id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(ids.len(), 1, "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn bad_input_answers_problems_and_writes_nothing() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let token = app.admin_token.clone();
+        let partner = app
+            .record("partners", json!({"name": "A", "region": "emea"}))
+            .await;
+        let pid = partner["id"].as_str().unwrap().to_owned();
+        let raw = |method: Method, path: String, body: String, content_type: &'static str| {
+            let app = &app;
+            let token = token.clone();
+            async move {
+                let client = reqwest::Client::new();
+                let response = client
+                    .request(method, format!("{}{path}", app.base))
+                    .bearer_auth(token)
+                    .header("content-type", content_type)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status();
+                let ct = response
+                    .headers()
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let body: Value =
+                    serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null);
+                (status, ct, body)
+            }
+        };
+        let cases: Vec<(StatusCode, &str, RawAnswer)> = vec![
+            (StatusCode::BAD_REQUEST, "invalid_json", raw(Method::POST, "/v1/partners".into(), "{\"name\": ".to_owned(), "application/json").await),
+            (StatusCode::BAD_REQUEST, "invalid_body", raw(Method::POST, "/v1/partners".into(), "[1, 2]".to_owned(), "application/json").await),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", raw(Method::POST, "/v1/partners".into(), "name=x".to_owned(), "application/x-www-form-urlencoded").await),
+            (StatusCode::BAD_REQUEST, "wrong_type", raw(Method::POST, "/v1/partners".into(), "{\"name\": 5, \"region\": \"emea\"}".to_owned(), "application/json").await),
+            (StatusCode::BAD_REQUEST, "unknown_field", raw(Method::POST, "/v1/partners".into(), "{\"name\": \"x\", \"region\": \"emea\", \"nmae\": 1}".to_owned(), "application/json").await),
+            (StatusCode::BAD_REQUEST, "missing_field", raw(Method::POST, "/v1/partners".into(), "{\"name\": \"x\"}".to_owned(), "application/json").await),
+            (StatusCode::BAD_REQUEST, "invalid_value", raw(Method::POST, "/v1/partners".into(), "{\"name\": \"x\", \"region\": \"emea\", \"status\": \"dancing\"}".to_owned(), "application/json").await),
+            (StatusCode::BAD_REQUEST, "wrong_type", raw(Method::POST, "/v1/partners".into(), "{\"name\": \"x\", \"region\": \"emea\", \"credit_limit\": 10.5}".to_owned(), "application/json").await),
+            (StatusCode::BAD_REQUEST, "invalid_value", raw(Method::POST, "/v1/partners".into(), "{\"name\": \"x\", \"region\": \"emea\", \"credit_currency\": \"euro\"}".to_owned(), "application/json").await),
+            (StatusCode::BAD_REQUEST, "value_too_long", raw(Method::POST, "/v1/partners".into(), format!("{{\"name\": \"{}\", \"region\": \"emea\"}}", "x".repeat(201)), "application/json").await),
+            (StatusCode::BAD_REQUEST, "null_not_allowed", raw(Method::PATCH, format!("/v1/partners/{pid}"), "{\"name\": null}".to_owned(), "application/json").await),
+            (StatusCode::BAD_REQUEST, "missing_field", raw(Method::POST, "/v1/contacts".into(), "{\"name\": \"x\"}".to_owned(), "application/json").await),
+            (StatusCode::NOT_FOUND, "not_found", raw(Method::POST, "/v1/contacts".into(), "{\"name\": \"x\", \"partner_id\": \"nope\"}".to_owned(), "application/json").await),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_reference", raw(Method::POST, "/v1/transactions".into(), format!("{{\"partner_id\": \"{pid}\", \"kind\": \"invoice\", \"occurred_at\": \"2026-01-01T00:00:00Z\", \"amount\": 1, \"currency\": \"EUR\", \"contract_id\": \"nope\"}}"), "application/json").await),
+            (StatusCode::BAD_REQUEST, "invalid_value", raw(Method::POST, "/v1/transactions".into(), format!("{{\"partner_id\": \"{pid}\", \"kind\": \"invoice\", \"occurred_at\": \"last tuesday\", \"amount\": 1, \"currency\": \"EUR\"}}"), "application/json").await),
+            (StatusCode::BAD_REQUEST, "invalid_id", raw(Method::GET, "/v1/partners/a%20b".into(), "".to_owned(), "application/json").await),
+            (StatusCode::BAD_REQUEST, "invalid_cursor", raw(Method::GET, "/v1/partners?cursor=xyz".into(), "".to_owned(), "application/json").await),
+            (StatusCode::BAD_REQUEST, "invalid_limit", raw(Method::GET, "/v1/partners?limit=100000".into(), "".to_owned(), "application/json").await),
+            (StatusCode::BAD_REQUEST, "invalid_limit", raw(Method::GET, "/v1/partners?limit=-1".into(), "".to_owned(), "application/json").await),
+            (StatusCode::BAD_REQUEST, "unknown_parameter", raw(Method::GET, "/v1/partners?colour=red".into(), "".to_owned(), "application/json").await),
+            (StatusCode::BAD_REQUEST, "invalid_sort", raw(Method::GET, "/v1/partners?sort=website".into(), "".to_owned(), "application/json").await),
+            (StatusCode::BAD_REQUEST, "invalid_filter", raw(Method::GET, "/v1/partners?name.gt=a".into(), "".to_owned(), "application/json").await),
+            (StatusCode::BAD_REQUEST, "wrong_type", raw(Method::GET, "/v1/transactions?amount.gt=lots".into(), "".to_owned(), "application/json").await),
+            (StatusCode::BAD_REQUEST, "too_many_filters", raw(Method::GET, format!("/v1/partners?{}", (0..17).map(|i| format!("owner=x{i}")).collect::<Vec<_>>().join("&")), String::new(), "application/json").await),
+            (StatusCode::NOT_FOUND, "no_route", raw(Method::GET, "/v1/nothing".into(), "".to_owned(), "application/json").await),
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", raw(Method::PUT, "/v1/partners".into(), "{}".to_owned(), "application/json").await),
+        ];
+        for (i, (status, code, (got_status, content_type, body))) in cases.into_iter().enumerate() {
+            assert_eq!(got_status, status, "{backend:?} case {i} ({code}): {body}");
+            assert_eq!(body["code"], code, "{backend:?} case {i}: {body}");
+            assert_eq!(
+                content_type.as_deref(),
+                Some("application/problem+json"),
+                "{backend:?} case {i}"
+            );
+            assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+        }
+        // The body limit.
+        let big = format!(
+            "{{\"name\": \"{}\", \"region\": \"emea\"}}",
+            "x".repeat(2 << 20)
+        );
+        let answer = reqwest::Client::new()
+            .post(format!("{}/v1/partners", app.base))
+            .bearer_auth(&app.admin_token)
+            .header("content-type", "application/json")
+            .body(big)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.status(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{backend:?}"
+        );
+        // Nothing was written by any of them.
+        let list = app.get("/v1/partners", &app.admin_token).await;
+        assert_eq!(ids(&list.body), std::slice::from_ref(&pid), "{backend:?}");
+        let contacts = app.get("/v1/contacts", &app.admin_token).await;
+        assert!(contacts.body["items"].as_array().unwrap().is_empty());
+        let unchanged = app
+            .get(&format!("/v1/partners/{pid}"), &app.admin_token)
+            .await;
+        assert_eq!(unchanged.header("etag"), Some("\"1\""));
+    }
+}
+
+#[tokio::test]
+async fn moving_a_record_needs_both_partners_and_carries_the_owner() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let (pm, pm_token) = app
+            .principal("pm", &["partner_manager"], None, json!({"region": "emea"}))
+            .await;
+        let a = app
+            .record(
+                "partners",
+                json!({"name": "A", "region": "emea", "owner": pm}),
+            )
+            .await;
+        let b = app
+            .record(
+                "partners",
+                json!({"name": "B", "region": "apac", "owner": "other"}),
+            )
+            .await;
+        let contact = app
+            .record("contacts", json!({"partner_id": a["id"], "name": "Jo"}))
+            .await;
+        let cid = contact["id"].as_str().unwrap();
+        // The manager may not move it to a partner it cannot reach.
+        let refused = app
+            .patch(
+                &format!("/v1/contacts/{cid}"),
+                &pm_token,
+                &json!({"partner_id": b["id"]}),
+            )
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::NOT_FOUND,
+            "{backend:?}: the target partner is invisible"
+        );
+        // The admin may; the contact then follows B's owner.
+        let moved = app
+            .patch(
+                &format!("/v1/contacts/{cid}"),
+                &app.admin_token,
+                &json!({"partner_id": b["id"]}),
+            )
+            .await;
+        assert_eq!(moved.status, StatusCode::OK);
+        assert_eq!(moved.body["owner"], "other");
+        assert_eq!(
+            app.get(&format!("/v1/contacts/{cid}"), &pm_token)
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        // Changing a partner's owner carries over to its records.
+        let c2 = app
+            .record("contacts", json!({"partner_id": a["id"], "name": "Kim"}))
+            .await;
+        let handed = app
+            .patch(
+                &format!("/v1/partners/{}", a["id"].as_str().unwrap()),
+                &app.admin_token,
+                &json!({"owner": "someone"}),
+            )
+            .await;
+        assert_eq!(handed.status, StatusCode::OK);
+        let c2_now = app
+            .get(
+                &format!("/v1/contacts/{}", c2["id"].as_str().unwrap()),
+                &app.admin_token,
+            )
+            .await;
+        assert_eq!(c2_now.body["owner"], "someone", "{backend:?}");
+        assert_eq!(
+            app.get(
+                &format!("/v1/contacts/{}", c2["id"].as_str().unwrap()),
+                &pm_token
+            )
+            .await
+            .status,
+            StatusCode::NOT_FOUND
+        );
+    }
+}
