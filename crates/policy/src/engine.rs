@@ -21,8 +21,10 @@ use smallvec::SmallVec;
 use crate::model::{ConditionValue, GrantRef, Policy, Scope};
 use crate::schema::{Action, ActionSet, FieldSet, Permission, ResourceType};
 
-/// Attributes of a principal or a record, looked up by name.
-pub trait Attributes {
+/// Attributes of a principal or a record, looked up by name. `Sync`, so
+/// that a request can be held across an `.await` in a multi-threaded
+/// server.
+pub trait Attributes: Sync {
     /// The value of attribute `name`, if it has one.
     fn attr(&self, name: &str) -> Option<&str>;
 }
@@ -37,7 +39,7 @@ impl Attributes for NoAttributes {
     }
 }
 
-impl<K: AsRef<str>, V: AsRef<str>> Attributes for [(K, V)] {
+impl<K: AsRef<str> + Sync, V: AsRef<str> + Sync> Attributes for [(K, V)] {
     fn attr(&self, name: &str) -> Option<&str> {
         self.iter()
             .find(|(key, _)| key.as_ref() == name)
@@ -45,25 +47,25 @@ impl<K: AsRef<str>, V: AsRef<str>> Attributes for [(K, V)] {
     }
 }
 
-impl<K: AsRef<str>, V: AsRef<str>> Attributes for Vec<(K, V)> {
+impl<K: AsRef<str> + Sync, V: AsRef<str> + Sync> Attributes for Vec<(K, V)> {
     fn attr(&self, name: &str) -> Option<&str> {
         self.as_slice().attr(name)
     }
 }
 
-impl<K: AsRef<str>, V: AsRef<str>, const N: usize> Attributes for [(K, V); N] {
+impl<K: AsRef<str> + Sync, V: AsRef<str> + Sync, const N: usize> Attributes for [(K, V); N] {
     fn attr(&self, name: &str) -> Option<&str> {
         self.as_slice().attr(name)
     }
 }
 
-impl<V: AsRef<str>> Attributes for BTreeMap<String, V> {
+impl<V: AsRef<str> + Sync> Attributes for BTreeMap<String, V> {
     fn attr(&self, name: &str) -> Option<&str> {
         self.get(name).map(AsRef::as_ref)
     }
 }
 
-impl<V: AsRef<str>, S: BuildHasher> Attributes for HashMap<String, V, S> {
+impl<V: AsRef<str> + Sync, S: BuildHasher + Sync> Attributes for HashMap<String, V, S> {
     fn attr(&self, name: &str) -> Option<&str> {
         self.get(name).map(AsRef::as_ref)
     }

@@ -384,6 +384,12 @@ pub fn v1() -> axum::Router<AppState> {
             get(|Auth(caller): Auth| async move { Json(partnerdb_service::me::me(&caller)) }),
         )
         .route(
+            "/v1/metrics/partner-performance",
+            get(|State(state): State<AppState>, Auth(caller): Auth, QueryPairs(params): QueryPairs| async move {
+                Ok::<_, Problem>(Json(state.service.partner_performance(&caller, &params).await?))
+            }),
+        )
+        .route(
             "/v1/principals",
             get(
                 |State(state): State<AppState>, Auth(caller): Auth, QueryPairs(params): QueryPairs| async move {

@@ -14,6 +14,7 @@ pub mod cursor;
 pub mod demo;
 pub mod error;
 pub mod me;
+pub mod metrics;
 pub mod principals;
 pub mod records;
 
@@ -218,16 +219,15 @@ pub async fn bootstrap(
         .ok_or(BootstrapError::NoAdminRole)?;
     let now = partnerdb_store::format_time(clock.now());
     let mut tx = db.begin().await.map_err(OpenError::from)?;
-    if store_principals::setting_or_insert(&mut tx, POLICY_SETTING, policy_text)
+    if !store_principals::insert_setting(&mut tx, POLICY_SETTING, policy_text)
         .await
         .map_err(OpenError::from)?
-        != policy_text
     {
         return Err(BootstrapError::AlreadyInitialised);
     }
     let mut key = [0u8; 32];
     rand::rng().fill_bytes(&mut key);
-    store_principals::setting_or_insert(&mut tx, CURSOR_KEY_SETTING, &auth::hex(&key))
+    store_principals::insert_setting(&mut tx, CURSOR_KEY_SETTING, &auth::hex(&key))
         .await
         .map_err(OpenError::from)?;
     let admin = store_principals::PrincipalRow {

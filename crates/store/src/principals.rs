@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::StoreError;
-use crate::sql::{Db, Row, Sql, Tx};
+use crate::sql::{Db, Row, Tx};
 
 /// A user or a partner-bound API client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -352,34 +352,23 @@ pub async fn authenticate(db: &Db, token_hash: &str) -> Result<Option<Authentica
     }))
 }
 
-/// A value for a statement: a setting's name.
-fn setting_sql(sql: &mut Sql, name: &str) {
-    sql.push("SELECT value FROM settings WHERE name = ")
-        .bind(name);
-}
-
 /// Reads a setting.
 pub async fn setting(db: &Db, name: &str) -> Result<Option<String>, StoreError> {
     let mut sql = db.sql();
-    setting_sql(&mut sql, name);
+    sql.push("SELECT value FROM settings WHERE name = ")
+        .bind(name);
     Ok(db.fetch_optional(&sql).await?.map(|r| r.text(0)))
 }
 
-/// Writes a setting if it is not set; returns the value now set.
-pub async fn setting_or_insert(tx: &mut Tx, name: &str, value: &str) -> Result<String, StoreError> {
+/// Writes a setting if it is not set yet; returns whether it was written.
+pub async fn insert_setting(tx: &mut Tx, name: &str, value: &str) -> Result<bool, StoreError> {
     let mut sql = tx.sql();
     sql.push("INSERT INTO settings (name, value) VALUES (")
         .bind(name)
         .push(", ")
         .bind(value)
         .push(") ON CONFLICT (name) DO NOTHING");
-    tx.execute(&sql).await?;
-    let mut sql = tx.sql();
-    setting_sql(&mut sql, name);
-    Ok(tx
-        .fetch_optional(&sql)
-        .await?
-        .map_or_else(|| value.to_owned(), |r| r.text(0)))
+    Ok(tx.execute(&sql).await? == 1)
 }
 
 /// Values stored for an idempotent request.
