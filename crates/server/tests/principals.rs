@@ -440,3 +440,42 @@ async fn api_clients_are_bound_to_one_existing_partner() {
         let _ = id;
     }
 }
+
+#[tokio::test]
+async fn another_servers_revocation_reaches_this_one_within_a_second() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let (id, token) = app
+            .principal("reader", &["read_only"], None, json!({}))
+            .await;
+        assert_eq!(app.get("/v1/me", &token).await.status, StatusCode::OK);
+        // A second server on the same database revokes the token.
+        let other = partnerdb_service::Service::open(app.service.db().clone(), app.clock.clone())
+            .await
+            .unwrap();
+        let admin = other.authenticate(&app.admin_token).await.unwrap();
+        let credential = other.list_credentials(&admin, &id).await.unwrap()[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        other
+            .revoke_credential(&admin, &id, &credential)
+            .await
+            .unwrap();
+        assert!(
+            other.authenticate(&token).await.is_err(),
+            "{backend:?}: at once where revoked"
+        );
+        // This server may still accept it from its cache, for at most the
+        // cache's lifetime.
+        app.clock
+            .advance(jiff::SignedDuration::try_from(partnerdb_service::AUTH_CACHE_TTL).unwrap());
+        assert_eq!(
+            app.get("/v1/me", &token).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{backend:?}"
+        );
+    }
+}

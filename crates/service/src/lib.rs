@@ -97,6 +97,53 @@ pub struct Service {
     policy: ArcSwap<CompiledPolicy>,
     clock: Arc<dyn Clock>,
     cursors: cursor::CursorKey,
+    auth_cache: AuthCache,
+}
+
+/// How long a token's lookup is reused. Changes made through this server
+/// (revocation, unbinding, deletion) clear the cache at once; changes made
+/// through another server sharing the database reach this one within this
+/// time. Expiry is checked on every request against the clock.
+pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+const AUTH_CACHE_MAX: usize = 10_000;
+
+/// Recent token lookups, by token hash.
+#[derive(Debug, Default)]
+struct AuthCache {
+    entries: std::sync::Mutex<
+        std::collections::HashMap<String, (jiff::Timestamp, store_principals::Authenticated)>,
+    >,
+}
+
+impl AuthCache {
+    fn fresh(at: jiff::Timestamp, now: jiff::Timestamp) -> bool {
+        now.duration_since(at) < jiff::SignedDuration::try_from(AUTH_CACHE_TTL).unwrap_or_default()
+            && at <= now
+    }
+
+    fn get(&self, hash: &str, now: jiff::Timestamp) -> Option<store_principals::Authenticated> {
+        let entries = self.entries.lock().ok()?;
+        let (at, found) = entries.get(hash)?;
+        Self::fresh(*at, now).then(|| found.clone())
+    }
+
+    fn put(&self, hash: String, found: store_principals::Authenticated, now: jiff::Timestamp) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= AUTH_CACHE_MAX {
+                entries.retain(|_, (at, _)| Self::fresh(*at, now));
+                if entries.len() >= AUTH_CACHE_MAX {
+                    entries.clear();
+                }
+            }
+            entries.insert(hash, (now, found));
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
 }
 
 /// Settings names.
@@ -135,6 +182,7 @@ impl Service {
             policy: ArcSwap::from_pointee(policy),
             clock,
             cursors,
+            auth_cache: AuthCache::default(),
         })
     }
 
@@ -172,15 +220,30 @@ impl Service {
         partnerdb_store::format_time(at)
     }
 
+    /// Forgets cached token lookups (after a change to principals, role
+    /// bindings or credentials).
+    pub(crate) fn principals_changed(&self) {
+        self.auth_cache.clear();
+    }
+
     /// The caller a bearer token stands for: its credential must exist, be
     /// neither revoked nor expired, and its principal not deleted.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, ServiceError> {
         if !token.starts_with(auth::TOKEN_PREFIX) || token.len() > 128 {
             return Err(ServiceError::Unauthenticated("invalid token"));
         }
-        let found = store_principals::authenticate(&self.db, &auth::token_hash(token))
-            .await?
-            .ok_or(ServiceError::Unauthenticated("invalid token"))?;
+        let hash = auth::token_hash(token);
+        let now = self.clock.now();
+        let found = match self.auth_cache.get(&hash, now) {
+            Some(found) => found,
+            None => {
+                let found = store_principals::authenticate(&self.db, &hash)
+                    .await?
+                    .ok_or(ServiceError::Unauthenticated("invalid token"))?;
+                self.auth_cache.put(hash, found.clone(), now);
+                found
+            }
+        };
         if found.credential.revoked_at.is_some() {
             return Err(ServiceError::Unauthenticated("token revoked"));
         }

@@ -412,6 +412,7 @@ impl Service {
             .await?;
         }
         tx.commit().await?;
+        self.principals_changed();
         Ok(principal_json(&principal))
     }
 
@@ -472,6 +473,7 @@ impl Service {
         )
         .await?;
         tx.commit().await?;
+        self.principals_changed();
         Ok(principal_json(&PrincipalRow { roles, ..principal }))
     }
 
@@ -504,6 +506,7 @@ impl Service {
         Self::check_lockout(&policy, before.len(), after)?;
         store::unbind_role(&mut tx, id, role).await?;
         tx.commit().await?;
+        self.principals_changed();
         let roles = principal
             .roles
             .iter()
@@ -526,6 +529,7 @@ impl Service {
             return Err(ServiceError::NotFound("principal"));
         }
         tx.commit().await?;
+        self.principals_changed();
         Ok(())
     }
 
@@ -564,6 +568,7 @@ impl Service {
         let credential =
             issue_credential(&mut tx, id, &now, Some(self.time_text(days * 86_400))).await?;
         tx.commit().await?;
+        self.principals_changed();
         Ok(credential)
     }
 
@@ -588,6 +593,7 @@ impl Service {
         let (_, after) = self.live_administrators(&mut tx, &policy).await?;
         Self::check_lockout(&policy, before.len(), after.len())?;
         tx.commit().await?;
+        self.principals_changed();
         Ok(())
     }
 
@@ -612,6 +618,7 @@ impl Service {
         let credential =
             issue_credential(&mut tx, id, &now, Some(self.time_text(lifetime))).await?;
         tx.commit().await?;
+        self.principals_changed();
         Ok(credential)
     }
 }
