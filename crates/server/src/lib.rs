@@ -6,6 +6,8 @@
 //! decides. Every failure answers problem+json, a panic included.
 
 pub mod api;
+#[cfg(feature = "bench-bare")]
+pub mod bare;
 pub mod extract;
 pub mod openapi;
 pub mod problem;
@@ -58,7 +60,15 @@ async fn not_found() -> Problem {
 /// The whole application.
 pub fn router(state: AppState) -> axum::Router {
     let request_id = HeaderName::from_static("x-request-id");
-    api::v1()
+    let routes = api::v1();
+    #[cfg(feature = "bench-bare")]
+    let routes = {
+        tracing::warn!(
+            "built with the bench-bare feature: /_bench/bare/ serves reads without authentication; benchmarks only"
+        );
+        routes.merge(bare::routes())
+    };
+    routes
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),

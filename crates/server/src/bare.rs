@@ -1,0 +1,88 @@
+//! Bare reads for the load benchmark only (cargo feature `bench-bare`,
+//! never in a default build): the same storage reads as the API, with no
+//! authentication, no decision and no masking, so that the benchmark can
+//! measure what enforcement costs. Never enable this feature in a build
+//! that serves real data.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use partnerdb_policy::{FieldClass, FieldSet, GrantRef, ResourceType, RowCondition, RowFilter};
+use partnerdb_service::records::render;
+use partnerdb_store::records::{self, ListQuery, Sort};
+use serde_json::json;
+
+use crate::AppState;
+use crate::api::plural;
+use crate::problem::Problem;
+
+fn everything() -> RowFilter {
+    RowFilter {
+        conditions: vec![RowCondition {
+            partner_id: None,
+            owner: None,
+            attrs: Vec::new(),
+            fields: FieldSet::from_iter(FieldClass::ALL.iter().copied()),
+            grant: GrantRef { role: 0, grant: 0 },
+        }],
+    }
+}
+
+/// `/_bench/bare/{plural}/{id}` and `/_bench/bare/{plural}?limit=N`.
+pub fn routes() -> axum::Router<AppState> {
+    let mut router = axum::Router::new();
+    for kind in partnerdb_store::schema::RECORD_TYPES {
+        router = router
+            .route(
+                &format!("/_bench/bare/{}/{{id}}", plural(kind)),
+                get(
+                    move |State(state): State<AppState>, Path(id): Path<String>| async move {
+                        one(state, kind, id).await
+                    },
+                ),
+            )
+            .route(
+                &format!("/_bench/bare/{}", plural(kind)),
+                get(move |State(state): State<AppState>| async move { page(state, kind).await }),
+            );
+    }
+    router
+}
+
+async fn one(
+    state: AppState,
+    kind: ResourceType,
+    id: String,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let record = records::get(state.service.db(), kind, &id)
+        .await
+        .map_err(partnerdb_service::ServiceError::from)?
+        .ok_or(partnerdb_service::ServiceError::NotFound("record"))?;
+    Ok(Json(render(
+        &record,
+        FieldSet::from_iter(FieldClass::ALL.iter().copied()),
+    )))
+}
+
+async fn page(state: AppState, kind: ResourceType) -> Result<Json<serde_json::Value>, Problem> {
+    let scope = everything();
+    let (rows, _) = records::list(
+        state.service.db(),
+        &ListQuery {
+            kind,
+            scope: &scope,
+            filters: &[],
+            sort: Sort {
+                column: "id",
+                descending: false,
+            },
+            after: None,
+            limit: 20,
+        },
+    )
+    .await
+    .map_err(partnerdb_service::ServiceError::from)?;
+    let all = FieldSet::from_iter(FieldClass::ALL.iter().copied());
+    let items: Vec<_> = rows.iter().map(|r| render(r, all)).collect();
+    Ok(Json(json!({"items": items, "next_cursor": null})))
+}
