@@ -74,9 +74,17 @@ fn select_list(sql: &mut Sql, table: &Table) {
     if table.is_child() {
         sql.push(", p_region, p_tier");
     } else {
-        sql.push(", NULL, NULL");
+        sql.push(", NULL AS p_region, NULL AS p_tier");
     }
     sql.push(" FROM ").push(table.name);
+}
+
+/// The select list's column names, for wrapping a page query.
+fn column_names(table: &Table) -> String {
+    let mut names = vec!["id", "partner_id", "owner", "version"];
+    names.extend(table.columns.iter().map(|c| c.name));
+    names.extend(["p_region", "p_tier"]);
+    names.join(", ")
 }
 
 fn from_row(kind: ResourceType, table: &Table, row: Row) -> Record {
@@ -200,55 +208,52 @@ pub struct ListQuery<'a> {
     pub limit: usize,
 }
 
-/// Appends the row filter as a condition; returns false when no row can be
-/// reached (the list is then empty without a query).
-fn push_scope(sql: &mut Sql, table: &Table, scope: &RowFilter) -> bool {
+/// The row filter as equalities on columns: `None` when every row is
+/// reachable, otherwise one list of `(column, value)` per way to reach rows
+/// (empty: no row is reachable). Conditions on attributes the table does
+/// not have are dropped (they never hold); duplicates are merged.
+fn scope_equalities(table: &Table, scope: &RowFilter) -> Option<Vec<Vec<(&'static str, String)>>> {
     if scope.is_unrestricted() {
-        sql.push("1 = 1");
-        return true;
+        return None;
     }
-    let mut any = false;
-    sql.push("(");
+    let mut out: Vec<Vec<(&'static str, String)>> = Vec::new();
     'conditions: for condition in &scope.conditions {
-        // A condition on an attribute the table does not have never holds.
-        let mut attrs = Vec::with_capacity(condition.attrs.len());
+        let mut equalities = Vec::new();
+        if let Some(partner) = &condition.partner_id {
+            equalities.push(("partner_id", partner.clone()));
+        }
+        if let Some(owner) = &condition.owner {
+            equalities.push(("owner", owner.clone()));
+        }
         for (attr, value) in &condition.attrs {
             match table.attribute_column(attr) {
-                Some(column) => attrs.push((column, value)),
+                Some(column) => equalities.push((column, value.clone())),
                 None => continue 'conditions,
             }
         }
-        if any {
-            sql.push(" OR ");
+        equalities.sort();
+        if !out.contains(&equalities) {
+            out.push(equalities);
         }
-        any = true;
-        sql.push("(1 = 1");
-        if let Some(partner) = &condition.partner_id {
-            sql.push(" AND partner_id = ").bind(partner.as_str());
-        }
-        if let Some(owner) = &condition.owner {
-            sql.push(" AND owner = ").bind(owner.as_str());
-        }
-        for (column, value) in attrs {
-            sql.push(" AND ")
-                .push(column)
-                .push(" = ")
-                .bind(value.as_str());
-        }
-        sql.push(")");
     }
-    sql.push(")");
-    any
+    Some(out)
 }
 
-/// Lists records: the page (at most `limit` rows) and whether more follow.
-pub async fn list(db: &Db, query: &ListQuery<'_>) -> Result<(Vec<Record>, bool), StoreError> {
-    let table = table(query.kind);
-    let mut sql = db.sql();
-    select_list(&mut sql, &table);
-    sql.push(" WHERE ");
-    if !push_scope(&mut sql, &table, query.scope) {
-        return Ok((Vec::new(), false));
+/// One `SELECT … WHERE … ORDER BY … LIMIT` over the table, restricted by
+/// `equalities`, the filters and the keyset position.
+fn push_branch(
+    sql: &mut Sql,
+    table: &Table,
+    equalities: &[(&'static str, String)],
+    query: &ListQuery<'_>,
+) {
+    select_list(sql, table);
+    sql.push(" WHERE 1 = 1");
+    for (column, value) in equalities {
+        sql.push(" AND ")
+            .push(column)
+            .push(" = ")
+            .bind(value.as_str());
     }
     for filter in query.filters {
         sql.push(" AND ")
@@ -256,11 +261,7 @@ pub async fn list(db: &Db, query: &ListQuery<'_>) -> Result<(Vec<Record>, bool),
             .push(filter.op.sql())
             .bind(filter.value.clone());
     }
-    let (cmp, direction) = if query.sort.descending {
-        (" < ", " DESC")
-    } else {
-        (" > ", " ASC")
-    };
+    let cmp = if query.sort.descending { " < " } else { " > " };
     if let Some(after) = &query.after {
         if query.sort.column == "id" {
             sql.push(" AND id").push(cmp).bind(after.id.as_str());
@@ -280,21 +281,120 @@ pub async fn list(db: &Db, query: &ListQuery<'_>) -> Result<(Vec<Record>, bool),
                 .push("))");
         }
     }
+    push_order(sql, query);
+}
+
+fn push_order(sql: &mut Sql, query: &ListQuery<'_>) {
+    let direction = if query.sort.descending {
+        " DESC"
+    } else {
+        " ASC"
+    };
     sql.push(" ORDER BY ");
     if query.sort.column != "id" {
         sql.push(query.sort.column).push(direction).push(", ");
     }
     sql.push("id").push(direction);
     sql.push(" LIMIT ").bind((query.limit + 1) as i64);
-    let mut records: Vec<Record> = db
-        .fetch_all(&sql)
-        .await?
+}
+
+/// Lists records: the page (at most `limit` rows) and whether more follow.
+///
+/// A scope with several ways to reach rows (`owner = a OR region = b`) is
+/// queried as a union of one ordered, limited branch per way, so that each
+/// branch follows its own index and the cost follows the page, not the
+/// number of rows the principal could reach.
+pub async fn list(db: &Db, query: &ListQuery<'_>) -> Result<(Vec<Record>, bool), StoreError> {
+    let table = table(query.kind);
+    let mut sql = db.sql();
+    // SQLite hands rows over one by one from its worker thread; a page
+    // comes back as one JSON array instead, which is several times cheaper.
+    let aggregate = db.dialect() == crate::Dialect::Sqlite;
+    if aggregate {
+        sql.push("SELECT json_group_array(json_array(")
+            .push(&column_names(&table))
+            .push(")) FROM (");
+    }
+    match scope_equalities(&table, query.scope) {
+        None => push_branch(&mut sql, &table, &[], query),
+        Some(branches) if branches.is_empty() => return Ok((Vec::new(), false)),
+        Some(branches) if branches.len() == 1 => push_branch(&mut sql, &table, &branches[0], query),
+        Some(branches) => {
+            sql.push("SELECT * FROM (");
+            for (i, equalities) in branches.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" UNION ");
+                }
+                sql.push("SELECT * FROM (");
+                push_branch(&mut sql, &table, equalities, query);
+                sql.push(&format!(") AS b{i}"));
+            }
+            sql.push(") AS u");
+            push_order(&mut sql, query);
+        }
+    }
+    let rows: Vec<Row> = if aggregate {
+        sql.push(") AS page");
+        let text = db
+            .fetch_optional(&sql)
+            .await?
+            .map(|r| r.text(0))
+            .unwrap_or_default();
+        rows_from_json(&text)?
+    } else {
+        db.fetch_all(&sql).await?
+    };
+    let mut records: Vec<Record> = rows
         .into_iter()
         .map(|row| from_row(query.kind, &table, row))
         .collect();
+    if aggregate {
+        // The aggregate keeps the page's rows but not necessarily its order.
+        sort_page(&mut records, query.sort);
+    }
     let more = records.len() > query.limit;
     records.truncate(query.limit);
     Ok((records, more))
+}
+
+/// Rows from a JSON array of arrays (numbers, strings and nulls).
+fn rows_from_json(text: &str) -> Result<Vec<Row>, StoreError> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let parsed: Vec<Vec<serde_json::Value>> = serde_json::from_str(text)
+        .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?;
+    Ok(parsed
+        .into_iter()
+        .map(|values| {
+            Row(values
+                .into_iter()
+                .map(|v| match v {
+                    serde_json::Value::Number(n) => n.as_i64().map_or(Value::Null, Value::Int),
+                    serde_json::Value::String(s) => Value::Text(s),
+                    _ => Value::Null,
+                })
+                .collect())
+        })
+        .collect())
+}
+
+fn sort_page(records: &mut [Record], sort: Sort) {
+    records.sort_by(|a, b| {
+        let key = |r: &Record| -> Value {
+            if sort.column == "id" {
+                Value::Null
+            } else {
+                r.value(sort.column).cloned().unwrap_or(Value::Null)
+            }
+        };
+        let order = key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id));
+        if sort.descending {
+            order.reverse()
+        } else {
+            order
+        }
+    });
 }
 
 /// Inserts a record. The caller has filled every column value (NULL where

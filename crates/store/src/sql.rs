@@ -268,7 +268,7 @@ pub struct DbOptions {
 impl Default for DbOptions {
     fn default() -> Self {
         DbOptions {
-            max_connections: 8,
+            max_connections: 4,
             schema: None,
         }
     }
