@@ -134,16 +134,7 @@ fn set(record: &mut Record, name: &str, value: impl Into<Value>) {
 
 fn child_of(kind: ResourceType, partner: &Record, now: &str) -> Record {
     let mut record = blank(kind, partnerdb_store::new_id(), now);
-    record.partner_id = partner.id.clone();
-    record.owner = partner.owner.clone();
-    record.partner_region = partner
-        .value("region")
-        .and_then(Value::as_text)
-        .map(str::to_owned);
-    record.partner_tier = partner
-        .value("tier")
-        .and_then(Value::as_text)
-        .map(str::to_owned);
+    record.adopt_partner(partner);
     record
 }
 

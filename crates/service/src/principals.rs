@@ -178,7 +178,21 @@ async fn lock(tx: &mut Tx) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A principal that is not deleted, inside a transaction.
+async fn principal_in(tx: &mut Tx, id: &str) -> Result<PrincipalRow, ServiceError> {
+    store::get_in(tx, id)
+        .await?
+        .ok_or(ServiceError::NotFound("principal"))
+}
+
 impl Service {
+    /// A write transaction holding the principals lock.
+    async fn begin_locked(&self) -> Result<Tx, ServiceError> {
+        let mut tx = self.db().begin().await?;
+        lock(&mut tx).await?;
+        Ok(tx)
+    }
+
     /// The administrators now (holding `policy:apply`, with a credential
     /// neither revoked nor expired), inside a locked transaction.
     async fn live_administrators(
@@ -378,8 +392,7 @@ impl Service {
         }
 
         let now = self.now_text();
-        let mut tx = self.db().begin().await?;
-        lock(&mut tx).await?;
+        let mut tx = self.begin_locked().await?;
         if let Some(partner) = &partner_id
             && records::get_in(&mut tx, ResourceType::Partner, partner)
                 .await?
@@ -450,11 +463,8 @@ impl Service {
     ) -> Result<Json, ServiceError> {
         decide(caller, Action::Assign, id)?;
         let policy = caller.policy.clone();
-        let mut tx = self.db().begin().await?;
-        lock(&mut tx).await?;
-        let principal = store::get_in(&mut tx, id)
-            .await?
-            .ok_or(ServiceError::NotFound("principal"))?;
+        let mut tx = self.begin_locked().await?;
+        let principal = principal_in(&mut tx, id).await?;
         self.check_role(&policy, role, principal.partner_id.is_some(), "role")?;
         let mut roles = principal.roles.clone();
         if !roles.iter().any(|r| r == role) {
@@ -487,11 +497,8 @@ impl Service {
     ) -> Result<Json, ServiceError> {
         decide(caller, Action::Assign, id)?;
         let policy = caller.policy.clone();
-        let mut tx = self.db().begin().await?;
-        lock(&mut tx).await?;
-        let principal = store::get_in(&mut tx, id)
-            .await?
-            .ok_or(ServiceError::NotFound("principal"))?;
+        let mut tx = self.begin_locked().await?;
+        let principal = principal_in(&mut tx, id).await?;
         if !principal.roles.iter().any(|r| r == role) {
             return Err(ServiceError::NotFound("role binding"));
         }
@@ -520,8 +527,7 @@ impl Service {
     pub async fn delete_principal(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
         decide(caller, Action::Delete, id)?;
         let policy = caller.policy.clone();
-        let mut tx = self.db().begin().await?;
-        lock(&mut tx).await?;
+        let mut tx = self.begin_locked().await?;
         let (_, before) = self.live_administrators(&mut tx, &policy).await?;
         let after = before.iter().filter(|a| *a != id).count();
         Self::check_lockout(&policy, before.len(), after)?;
@@ -559,11 +565,8 @@ impl Service {
     ) -> Result<NewCredential, ServiceError> {
         decide(caller, Action::Update, id)?;
         let days = parse_days(body)?;
-        let mut tx = self.db().begin().await?;
-        lock(&mut tx).await?;
-        if store::get_in(&mut tx, id).await?.is_none() {
-            return Err(ServiceError::NotFound("principal"));
-        }
+        let mut tx = self.begin_locked().await?;
+        principal_in(&mut tx, id).await?;
         let now = self.now_text();
         let credential =
             issue_credential(&mut tx, id, &now, Some(self.time_text(days * 86_400))).await?;
@@ -582,8 +585,7 @@ impl Service {
     ) -> Result<(), ServiceError> {
         decide(caller, Action::Update, id)?;
         let policy = caller.policy.clone();
-        let mut tx = self.db().begin().await?;
-        lock(&mut tx).await?;
+        let mut tx = self.begin_locked().await?;
         let credential = store::credential_in(&mut tx, credential_id)
             .await?
             .filter(|c| c.principal_id == id && c.revoked_at.is_none())
@@ -606,8 +608,7 @@ impl Service {
         credential_id: &str,
     ) -> Result<NewCredential, ServiceError> {
         decide(caller, Action::Update, id)?;
-        let mut tx = self.db().begin().await?;
-        lock(&mut tx).await?;
+        let mut tx = self.begin_locked().await?;
         let old = store::credential_in(&mut tx, credential_id)
             .await?
             .filter(|c| c.principal_id == id && c.revoked_at.is_none())

@@ -304,6 +304,26 @@ impl Service {
         Ok(view(&record, decision.fields))
     }
 
+    /// Starts a write transaction and loads the record to change: missing
+    /// or unreadable is "not found" alike; a stale `If-Match` is refused.
+    async fn load_for_change(
+        &self,
+        caller: &Caller,
+        kind: ResourceType,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(Tx, Record), ServiceError> {
+        let mut tx = self.db().begin().await?;
+        let current = records::get_in(&mut tx, kind, id)
+            .await?
+            .ok_or(ServiceError::NotFound(noun(kind)))?;
+        if !decide(caller, Action::Read, &current).allowed {
+            return Err(ServiceError::NotFound(noun(kind)));
+        }
+        check_if_match(if_match, current.version)?;
+        Ok((tx, current))
+    }
+
     /// Loads a partner the caller may read, inside a transaction; a missing
     /// or unreadable partner is "not found" alike.
     async fn readable_partner(
@@ -443,7 +463,7 @@ impl Service {
                 }
             };
             let partner = self.readable_partner(&mut tx, caller, &partner_id).await?;
-            adopt_partner(&mut record, &partner);
+            record.adopt_partner(&partner);
         }
         let decision = decide(caller, Action::Create, &record);
         if !decision.allowed {
@@ -498,20 +518,13 @@ impl Service {
         if_match: Option<&str>,
     ) -> Result<RecordView, ServiceError> {
         table(kind)?;
-        let mut tx = self.db().begin().await?;
-        let current = records::get_in(&mut tx, kind, id)
-            .await?
-            .ok_or(ServiceError::NotFound(noun(kind)))?;
-        if !decide(caller, Action::Read, &current).allowed {
-            return Err(ServiceError::NotFound(noun(kind)));
-        }
-        check_if_match(if_match, current.version)?;
+        let (mut tx, current) = self.load_for_change(caller, kind, id, if_match).await?;
 
         let mut next = current.clone();
         let (written, new_partner) = apply_body(kind, body, &mut next, false)?;
         if let Some(partner_id) = new_partner.filter(|p| *p != current.partner_id) {
             let partner = self.readable_partner(&mut tx, caller, &partner_id).await?;
-            adopt_partner(&mut next, &partner);
+            next.adopt_partner(&partner);
         }
         // Decided on the record as it is and as it would be: moving a
         // record to another partner needs both.
@@ -561,14 +574,7 @@ impl Service {
         if_match: Option<&str>,
     ) -> Result<(), ServiceError> {
         table(kind)?;
-        let mut tx = self.db().begin().await?;
-        let current = records::get_in(&mut tx, kind, id)
-            .await?
-            .ok_or(ServiceError::NotFound(noun(kind)))?;
-        if !decide(caller, Action::Read, &current).allowed {
-            return Err(ServiceError::NotFound(noun(kind)));
-        }
-        check_if_match(if_match, current.version)?;
+        let (mut tx, current) = self.load_for_change(caller, kind, id, if_match).await?;
         let decision = decide(caller, Action::Delete, &current);
         if !decision.allowed {
             return Err(refusal(caller, Action::Delete, &current, &decision));
@@ -683,20 +689,6 @@ impl Service {
         };
         Ok(Page { items, next_cursor })
     }
-}
-
-/// Points a child record at its partner: partner id, owner, region, tier.
-fn adopt_partner(record: &mut Record, partner: &Record) {
-    record.partner_id = partner.id.clone();
-    record.owner = partner.owner.clone();
-    record.partner_region = partner
-        .value("region")
-        .and_then(Value::as_text)
-        .map(str::to_owned);
-    record.partner_tier = partner
-        .value("tier")
-        .and_then(Value::as_text)
-        .map(str::to_owned);
 }
 
 fn check_if_match(if_match: Option<&str>, version: i64) -> Result<(), ServiceError> {

@@ -105,6 +105,22 @@ fn from_row(kind: ResourceType, table: &Table, row: Row) -> Record {
     }
 }
 
+impl Record {
+    /// Points a child record at a partner: its id, owner, region and tier.
+    pub fn adopt_partner(&mut self, partner: &Record) {
+        self.partner_id = partner.id.clone();
+        self.owner = partner.owner.clone();
+        self.partner_region = partner
+            .value("region")
+            .and_then(Value::as_text)
+            .map(str::to_owned);
+        self.partner_tier = partner
+            .value("tier")
+            .and_then(Value::as_text)
+            .map(str::to_owned);
+    }
+}
+
 /// Reads one record by id (no access decision: the caller decides).
 pub async fn get(db: &Db, kind: ResourceType, id: &str) -> Result<Option<Record>, StoreError> {
     let table = table(kind);

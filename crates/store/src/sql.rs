@@ -170,34 +170,30 @@ impl Sql {
     }
 }
 
-fn bind_sqlite<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    args: &'q [Value],
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    for arg in args {
-        query = match arg {
-            Value::Null => query.bind(None::<String>),
-            Value::NullInt => query.bind(None::<i64>),
-            Value::Int(n) => query.bind(*n),
-            Value::Text(text) => query.bind(text.as_str()),
-        };
-    }
-    query
+/// Binds a statement's values to a sqlx query (either database).
+macro_rules! bind_all {
+    ($sql:expr) => {{
+        let mut query = sqlx::query(AssertSqlSafe($sql.text()));
+        for arg in $sql.args() {
+            query = match arg {
+                Value::Null => query.bind(None::<String>),
+                Value::NullInt => query.bind(None::<i64>),
+                Value::Int(n) => query.bind(*n),
+                Value::Text(text) => query.bind(text.as_str()),
+            };
+        }
+        query
+    }};
 }
 
-fn bind_postgres<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    args: &'q [Value],
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    for arg in args {
-        query = match arg {
-            Value::Null => query.bind(None::<String>),
-            Value::NullInt => query.bind(None::<i64>),
-            Value::Int(n) => query.bind(*n),
-            Value::Text(text) => query.bind(text.as_str()),
-        };
-    }
-    query
+/// Runs a statement on an executor and decodes its rows.
+macro_rules! fetch_rows {
+    ($sql:expr, $executor:expr, $decode:path) => {{
+        let rows = bind_all!($sql).fetch_all($executor).await?;
+        rows.iter()
+            .map($decode)
+            .collect::<Result<Vec<Row>, sqlx::Error>>()?
+    }};
 }
 
 fn decode_sqlite(row: &SqliteRow) -> Result<Row, sqlx::Error> {
@@ -353,20 +349,10 @@ impl Db {
 
     /// Reads rows outside any write transaction.
     pub async fn fetch_all(&self, sql: &Sql) -> Result<Vec<Row>, StoreError> {
-        match &self.pools {
-            Pools::Sqlite { read, .. } => {
-                let rows = bind_sqlite(sqlx::query(AssertSqlSafe(sql.text())), sql.args())
-                    .fetch_all(read)
-                    .await?;
-                Ok(rows.iter().map(decode_sqlite).collect::<Result<_, _>>()?)
-            }
-            Pools::Postgres(pool) => {
-                let rows = bind_postgres(sqlx::query(AssertSqlSafe(sql.text())), sql.args())
-                    .fetch_all(pool)
-                    .await?;
-                Ok(rows.iter().map(decode_postgres).collect::<Result<_, _>>()?)
-            }
-        }
+        Ok(match &self.pools {
+            Pools::Sqlite { read, .. } => fetch_rows!(sql, read, decode_sqlite),
+            Pools::Postgres(pool) => fetch_rows!(sql, pool, decode_postgres),
+        })
     }
 
     /// Reads at most one row outside any write transaction.
@@ -438,20 +424,10 @@ impl Tx {
 
     /// Reads rows.
     pub async fn fetch_all(&mut self, sql: &Sql) -> Result<Vec<Row>, StoreError> {
-        match &mut self.0 {
-            TxInner::Sqlite(tx) => {
-                let rows = bind_sqlite(sqlx::query(AssertSqlSafe(sql.text())), sql.args())
-                    .fetch_all(&mut **tx)
-                    .await?;
-                Ok(rows.iter().map(decode_sqlite).collect::<Result<_, _>>()?)
-            }
-            TxInner::Postgres(tx) => {
-                let rows = bind_postgres(sqlx::query(AssertSqlSafe(sql.text())), sql.args())
-                    .fetch_all(&mut **tx)
-                    .await?;
-                Ok(rows.iter().map(decode_postgres).collect::<Result<_, _>>()?)
-            }
-        }
+        Ok(match &mut self.0 {
+            TxInner::Sqlite(tx) => fetch_rows!(sql, &mut **tx, decode_sqlite),
+            TxInner::Postgres(tx) => fetch_rows!(sql, &mut **tx, decode_postgres),
+        })
     }
 
     /// Reads at most one row.
@@ -462,16 +438,8 @@ impl Tx {
     /// Runs a statement; returns the number of rows it changed.
     pub async fn execute(&mut self, sql: &Sql) -> Result<u64, StoreError> {
         Ok(match &mut self.0 {
-            TxInner::Sqlite(tx) => bind_sqlite(sqlx::query(AssertSqlSafe(sql.text())), sql.args())
-                .execute(&mut **tx)
-                .await?
-                .rows_affected(),
-            TxInner::Postgres(tx) => {
-                bind_postgres(sqlx::query(AssertSqlSafe(sql.text())), sql.args())
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected()
-            }
+            TxInner::Sqlite(tx) => bind_all!(sql).execute(&mut **tx).await?.rows_affected(),
+            TxInner::Postgres(tx) => bind_all!(sql).execute(&mut **tx).await?.rows_affected(),
         })
     }
 
