@@ -48,7 +48,20 @@ impl FromRequestParts<AppState> for Auth {
                     "the Authorization header must be `Bearer <token>`",
                 )
             })?;
-        let caller = state.service.authenticate(token).await?;
+        let mut caller = state.service.authenticate(token).await?;
+        caller.request = partnerdb_service::auth::RequestInfo {
+            id: parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            method: parts.method.to_string(),
+            route: parts
+                .extensions
+                .get::<axum::extract::MatchedPath>()
+                .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
+        };
         Ok(Auth(caller))
     }
 }

@@ -134,6 +134,15 @@ impl From<ServiceError> for Problem {
                 "Idempotency key reused",
                 detail,
             ),
+            ServiceError::AuditUnavailable(reason) => {
+                tracing::error!(%reason, "request refused: the audit trail cannot be written");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    code,
+                    "Audit trail unavailable",
+                    "the audit trail cannot be written, so the request is refused rather than served unrecorded; nothing was changed",
+                )
+            }
             ServiceError::Store(StoreError::Reference) | ServiceError::Store(StoreError::Conflict) => {
                 Problem::new(StatusCode::CONFLICT, code, "Conflict", detail)
             }

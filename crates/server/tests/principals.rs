@@ -452,9 +452,13 @@ async fn another_servers_revocation_reaches_this_one_within_a_second() {
             .await;
         assert_eq!(app.get("/v1/me", &token).await.status, StatusCode::OK);
         // A second server on the same database revokes the token.
-        let other = partnerdb_service::Service::open(app.service.db().clone(), app.clock.clone())
-            .await
-            .unwrap();
+        let other = partnerdb_service::Service::open(
+            app.service.db().clone(),
+            app.clock.clone(),
+            partnerdb_service::audit::AuditConfig::default(),
+        )
+        .await
+        .unwrap();
         let admin = other.authenticate(&app.admin_token).await.unwrap();
         let credential = other.list_credentials(&admin, &id).await.unwrap()[0]["id"]
             .as_str()

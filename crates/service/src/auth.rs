@@ -63,21 +63,38 @@ pub struct Caller {
     pub principal: PrincipalRow,
     /// The policy version deciding this request (one version per request).
     pub policy: Arc<CompiledPolicy>,
+    /// That version's id, recorded with every audit event.
+    pub policy_version: Arc<str>,
     /// The principal's roles, resolved against that version.
     pub roles: RoleSet,
     /// Whether the request carries an active elevation.
     pub elevated: bool,
+    /// The request, for the audit trail.
+    pub request: RequestInfo,
+}
+
+/// The HTTP request behind a use case, as the audit trail records it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// The request id (`x-request-id`).
+    pub id: String,
+    /// The method.
+    pub method: String,
+    /// The route template (`/v1/partners/{id}`), not the concrete path.
+    pub route: String,
 }
 
 impl Caller {
-    /// A caller for `principal` under `policy`.
-    pub fn new(principal: PrincipalRow, policy: Arc<CompiledPolicy>) -> Caller {
+    /// A caller for `principal` under `policy` (version `version`).
+    pub fn new(principal: PrincipalRow, policy: Arc<CompiledPolicy>, version: Arc<str>) -> Caller {
         let roles = policy.resolve_roles(principal.roles.iter().map(String::as_str));
         Caller {
             principal,
             policy,
+            policy_version: version,
             roles,
             elevated: false,
+            request: RequestInfo::default(),
         }
     }
 

@@ -66,6 +66,10 @@ pub enum ServiceError {
     /// An `Idempotency-Key` reused with another request.
     #[error("Idempotency-Key was already used for a different request")]
     IdempotencyMismatch,
+    /// The audit trail cannot be written: the request is refused rather
+    /// than served unrecorded.
+    #[error("the audit trail cannot be written: {0}")]
+    AuditUnavailable(String),
     /// Storage failed.
     #[error("storage failed")]
     Store(#[from] StoreError),
@@ -113,6 +117,7 @@ impl ServiceError {
             ServiceError::NotFound(_) => "not_found",
             ServiceError::PreconditionFailed { .. } => "precondition_failed",
             ServiceError::IdempotencyMismatch => "idempotency_key_reused",
+            ServiceError::AuditUnavailable(_) => "audit_unavailable",
             ServiceError::Store(StoreError::Reference) => "reference_conflict",
             ServiceError::Store(StoreError::Conflict) => "conflict",
             ServiceError::Store(_) => "storage_failed",

@@ -8,6 +8,7 @@
 //! version (the [`auth::Caller`] holds it); a change and its checks run in
 //! one database transaction.
 
+pub mod audit;
 pub mod auth;
 pub mod codec;
 pub mod cursor;
@@ -94,10 +95,26 @@ pub enum OpenError {
 #[derive(Debug)]
 pub struct Service {
     db: Db,
-    policy: ArcSwap<CompiledPolicy>,
+    policy: ArcSwap<ActivePolicy>,
     clock: Arc<dyn Clock>,
     cursors: cursor::CursorKey,
     auth_cache: AuthCache,
+    audit: audit::AuditWriter,
+}
+
+/// The policy version in force, compiled.
+#[derive(Debug)]
+pub struct ActivePolicy {
+    /// Compiled.
+    pub compiled: Arc<CompiledPolicy>,
+    /// Its id: the first 16 hex digits of the SHA-256 of its text.
+    pub version: Arc<str>,
+}
+
+/// A policy's version id: the first 16 hex digits of its text's SHA-256.
+pub fn policy_version(text: &str) -> String {
+    use sha2::Digest as _;
+    auth::hex(&sha2::Sha256::digest(text.as_bytes()))[..16].to_owned()
 }
 
 /// How long a token's lookup is reused. Changes made through this server
@@ -150,7 +167,8 @@ impl AuthCache {
 const POLICY_SETTING: &str = "policy";
 const CURSOR_KEY_SETTING: &str = "cursor_key";
 
-fn compile(text: &str) -> Result<CompiledPolicy, OpenError> {
+/// Checks and compiles a policy text.
+pub fn compile(text: &str) -> Result<CompiledPolicy, OpenError> {
     let source = SourceFile::new("stored policy", text);
     parse_policy(&source)
         .map(CompiledPolicy::compile)
@@ -166,8 +184,14 @@ fn compile(text: &str) -> Result<CompiledPolicy, OpenError> {
 }
 
 impl Service {
-    /// Opens the service on a migrated, initialised database.
-    pub async fn open(db: Db, clock: Arc<dyn Clock>) -> Result<Service, OpenError> {
+    /// Opens the service on a migrated, initialised database, and starts
+    /// the audit writer (and checkpointer, with a key). Call from within a
+    /// Tokio runtime.
+    pub async fn open(
+        db: Db,
+        clock: Arc<dyn Clock>,
+        config: audit::AuditConfig,
+    ) -> Result<Service, OpenError> {
         let text = store_principals::setting(&db, POLICY_SETTING)
             .await?
             .ok_or(OpenError::NotInitialised)?;
@@ -177,9 +201,22 @@ impl Service {
             .ok_or(OpenError::NotInitialised)?;
         let cursors = cursor::CursorKey::from_hex(&key)
             .ok_or(OpenError::CorruptSetting(CURSOR_KEY_SETTING))?;
+        if let Some(key) = &config.key {
+            tokio::spawn(audit::checkpointer(
+                db.clone(),
+                key.clone(),
+                config.checkpoint_every,
+                config.checkpoint_interval,
+                clock.clone(),
+            ));
+        }
         Ok(Service {
+            audit: audit::AuditWriter::start(db.clone(), config.max_batch),
             db,
-            policy: ArcSwap::from_pointee(policy),
+            policy: ArcSwap::from_pointee(ActivePolicy {
+                compiled: Arc::new(policy),
+                version: policy_version(&text).into(),
+            }),
             clock,
             cursors,
             auth_cache: AuthCache::default(),
@@ -193,7 +230,16 @@ impl Service {
 
     /// The active policy (a snapshot: one request keeps one version).
     pub fn policy(&self) -> Arc<CompiledPolicy> {
-        self.policy.load_full()
+        self.policy.load().compiled.clone()
+    }
+
+    /// The active policy's version id.
+    pub fn policy_version(&self) -> Arc<str> {
+        self.policy.load().version.clone()
+    }
+
+    pub(crate) fn audit_writer(&self) -> &audit::AuditWriter {
+        &self.audit
     }
 
     /// The clock.
@@ -252,7 +298,12 @@ impl Service {
         {
             return Err(ServiceError::Unauthenticated("token expired"));
         }
-        Ok(Caller::new(found.principal, self.policy()))
+        let active = self.policy.load();
+        Ok(Caller::new(
+            found.principal,
+            active.compiled.clone(),
+            active.version.clone(),
+        ))
     }
 }
 
@@ -314,6 +365,43 @@ pub async fn bootstrap(
         .ok()
         .map(partnerdb_store::format_time);
     let credential = principals::issue_credential(&mut tx, &admin.id, &now, expires)
+        .await
+        .map_err(OpenError::from)?;
+    // The chain starts with the policy and the first administrator.
+    let version = policy_version(policy_text);
+    let system_event =
+        |kind: &str, action: &str, resource_type: &str, id: &str, detail: serde_json::Value| {
+            partnerdb_store::audit::NewEvent {
+                at: now.clone(),
+                kind: kind.to_owned(),
+                principal_id: None,
+                action: action.to_owned(),
+                resource_type: resource_type.to_owned(),
+                resource_id: Some(id.to_owned()),
+                partner_id: None,
+                decision: "allow".to_owned(),
+                policy_version: version.clone(),
+                detail: detail.to_string(),
+                matched: Vec::new(),
+            }
+        };
+    let events = [
+        system_event(
+            "policy",
+            "apply",
+            "policy",
+            &version,
+            serde_json::json!({"by": "bootstrap", "name": policy.policy().name, "version": version, "roles": policy.policy().roles.len()}),
+        ),
+        system_event(
+            "principal",
+            "create",
+            "principal",
+            &admin.id,
+            serde_json::json!({"by": "bootstrap", "principal": {"kind": "user", "roles": [admin_role]}, "credential": credential.id, "issued": true}),
+        ),
+    ];
+    partnerdb_store::audit::append(&mut tx, &events)
         .await
         .map_err(OpenError::from)?;
     tx.commit().await.map_err(OpenError::from)?;

@@ -175,7 +175,24 @@ impl Service {
             },
             elevated: caller.elevated,
         };
-        if !caller.policy.decide(&request).allowed {
+        let decision = caller.policy.decide(&request);
+        let reason = caller.policy.deny_reason(&request, &decision);
+        let event = self.event(
+            caller,
+            crate::audit::Draft {
+                kind: "decision",
+                action: "read",
+                resource_type: "metrics",
+                resource_id: Some("partner-performance"),
+                partner_id: None,
+                decision: &decision,
+                reason,
+                input: crate::audit::input(caller, "read", json!({"type": "metrics", "id": "partner-performance"}), caller.elevated),
+                extra: json!({"params": params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()}),
+            },
+        );
+        self.record(event).await?;
+        if !decision.allowed {
             return Err(ServiceError::forbidden(
                 "forbidden",
                 "your roles do not allow metrics:read",

@@ -6,15 +6,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use partnerdb_policy::effective::Effective;
 use partnerdb_policy::{
-    Action, CompiledPolicy, NoAttributes, Permission, Request, Resource, ResourceType,
+    Action, CompiledPolicy, Decision, NoAttributes, Permission, Request, Resource, ResourceType,
 };
 use partnerdb_store::principals::{self as store, CredentialRow, PrincipalRow};
 use partnerdb_store::{Dialect, StoreError, Tx, records};
 use serde_json::{Value as Json, json};
 
 use crate::Service;
+use crate::audit::{self, Draft};
 use crate::auth::{self, Caller};
 use crate::error::ServiceError;
+use partnerdb_store::audit::NewEvent;
 
 /// A credential just issued: the token is shown here once and never again.
 #[derive(Clone, Debug)]
@@ -82,34 +84,6 @@ pub fn credential_json(credential: &CredentialRow) -> Json {
         "expires_at": credential.expires_at,
         "revoked_at": credential.revoked_at,
     })
-}
-
-fn decide(caller: &Caller, action: Action, id: &str) -> Result<(), ServiceError> {
-    let request = Request {
-        principal: caller.engine(),
-        action,
-        resource: Resource {
-            kind: ResourceType::Principal,
-            id,
-            partner_id: None,
-            owner: None,
-            attrs: &NoAttributes,
-        },
-        elevated: caller.elevated,
-    };
-    let decision = caller.policy.decide(&request);
-    if decision.allowed {
-        Ok(())
-    } else if decision.denial == Some(partnerdb_policy::Denial::ElevationRequired) {
-        Err(ServiceError::ElevationRequired {
-            permission: format!("principal:{action}"),
-        })
-    } else {
-        Err(ServiceError::forbidden(
-            "forbidden",
-            format!("your roles do not allow principal:{action}"),
-        ))
-    }
 }
 
 /// The principals (by id) that hold `policy:apply` through their roles.
@@ -186,6 +160,84 @@ async fn principal_in(tx: &mut Tx, id: &str) -> Result<PrincipalRow, ServiceErro
 }
 
 impl Service {
+    /// Decides `action` on principals. A refusal is recorded in the audit
+    /// trail here; so is an allowed read (`read`); an allowed change is
+    /// recorded by the caller, in the change's transaction.
+    async fn decide_principal(
+        &self,
+        caller: &Caller,
+        action: Action,
+        id: &str,
+        read: bool,
+    ) -> Result<Decision, ServiceError> {
+        let request = Request {
+            principal: caller.engine(),
+            action,
+            resource: Resource {
+                kind: ResourceType::Principal,
+                id,
+                partner_id: None,
+                owner: None,
+                attrs: &NoAttributes,
+            },
+            elevated: caller.elevated,
+        };
+        let decision = caller.policy.decide(&request);
+        if decision.allowed {
+            if read {
+                self.record(self.principal_event(caller, action, id, &decision, None, json!({})))
+                    .await?;
+            }
+            return Ok(decision);
+        }
+        let reason = caller.policy.deny_reason(&request, &decision);
+        self.record(self.principal_event(caller, action, id, &decision, reason, json!({})))
+            .await?;
+        if decision.denial == Some(partnerdb_policy::Denial::ElevationRequired) {
+            Err(ServiceError::ElevationRequired {
+                permission: format!("principal:{action}"),
+            })
+        } else {
+            Err(ServiceError::forbidden(
+                "forbidden",
+                format!("your roles do not allow principal:{action}"),
+            ))
+        }
+    }
+
+    /// An event about principals (never a token or a display name): a
+    /// `principal` change when `change` holds something, else a decision.
+    fn principal_event(
+        &self,
+        caller: &Caller,
+        action: Action,
+        id: &str,
+        decision: &Decision,
+        reason: Option<String>,
+        change: Json,
+    ) -> NewEvent {
+        let is_change = change.as_object().is_some_and(|c| !c.is_empty());
+        self.event(
+            caller,
+            Draft {
+                kind: if is_change { "principal" } else { "decision" },
+                action: action.name(),
+                resource_type: ResourceType::Principal.name(),
+                resource_id: Some(id),
+                partner_id: None,
+                decision,
+                reason,
+                input: audit::input(
+                    caller,
+                    action.name(),
+                    json!({"type": "principal", "id": id}),
+                    caller.elevated,
+                ),
+                extra: change,
+            },
+        )
+    }
+
     /// A write transaction holding the principals lock.
     async fn begin_locked(&self) -> Result<Tx, ServiceError> {
         let mut tx = self.db().begin().await?;
@@ -238,7 +290,8 @@ impl Service {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Json>, ServiceError> {
-        decide(caller, Action::Read, "*")?;
+        self.decide_principal(caller, Action::Read, "*", true)
+            .await?;
         Ok(store::list(self.db(), after, limit.clamp(1, 500))
             .await?
             .iter()
@@ -248,7 +301,8 @@ impl Service {
 
     /// Reads a principal.
     pub async fn get_principal(&self, caller: &Caller, id: &str) -> Result<Json, ServiceError> {
-        decide(caller, Action::Read, id)?;
+        self.decide_principal(caller, Action::Read, id, true)
+            .await?;
         let principal = store::get(self.db(), id)
             .await?
             .ok_or(ServiceError::NotFound("principal"))?;
@@ -262,7 +316,9 @@ impl Service {
         caller: &Caller,
         body: &Json,
     ) -> Result<Json, ServiceError> {
-        decide(caller, Action::Create, "*")?;
+        let decision = self
+            .decide_principal(caller, Action::Create, "*", false)
+            .await?;
         let object = body.as_object().ok_or_else(|| {
             ServiceError::invalid("invalid_body", "", "the request body must be a JSON object")
         })?;
@@ -381,7 +437,8 @@ impl Service {
         roles.sort();
         roles.dedup();
         if !roles.is_empty() {
-            decide(caller, Action::Assign, "*")?;
+            self.decide_principal(caller, Action::Assign, "*", false)
+                .await?;
         }
         let policy = caller.policy.clone();
         for (i, role) in roles.iter().enumerate() {
@@ -424,6 +481,8 @@ impl Service {
             )
             .await?;
         }
+        let event = self.principal_event(caller, Action::Create, &principal.id, &decision, None, json!({"principal": {"kind": principal.kind, "partner_id": principal.partner_id, "roles": roles}}));
+        self.append_in(&mut tx, event).await?;
         tx.commit().await?;
         self.principals_changed();
         Ok(principal_json(&principal))
@@ -461,7 +520,9 @@ impl Service {
         id: &str,
         role: &str,
     ) -> Result<Json, ServiceError> {
-        decide(caller, Action::Assign, id)?;
+        let decision = self
+            .decide_principal(caller, Action::Assign, id, false)
+            .await?;
         let policy = caller.policy.clone();
         let mut tx = self.begin_locked().await?;
         let principal = principal_in(&mut tx, id).await?;
@@ -482,6 +543,15 @@ impl Service {
             Some(&caller.principal.id),
         )
         .await?;
+        let event = self.principal_event(
+            caller,
+            Action::Assign,
+            id,
+            &decision,
+            None,
+            json!({"role": role, "bound": true}),
+        );
+        self.append_in(&mut tx, event).await?;
         tx.commit().await?;
         self.principals_changed();
         Ok(principal_json(&PrincipalRow { roles, ..principal }))
@@ -495,7 +565,9 @@ impl Service {
         id: &str,
         role: &str,
     ) -> Result<Json, ServiceError> {
-        decide(caller, Action::Assign, id)?;
+        let decision = self
+            .decide_principal(caller, Action::Assign, id, false)
+            .await?;
         let policy = caller.policy.clone();
         let mut tx = self.begin_locked().await?;
         let principal = principal_in(&mut tx, id).await?;
@@ -512,6 +584,15 @@ impl Service {
             .count();
         Self::check_lockout(&policy, before.len(), after)?;
         store::unbind_role(&mut tx, id, role).await?;
+        let event = self.principal_event(
+            caller,
+            Action::Assign,
+            id,
+            &decision,
+            None,
+            json!({"role": role, "bound": false}),
+        );
+        self.append_in(&mut tx, event).await?;
         tx.commit().await?;
         self.principals_changed();
         let roles = principal
@@ -525,7 +606,9 @@ impl Service {
 
     /// Deletes a principal, its bindings and credentials (R13 applies).
     pub async fn delete_principal(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
-        decide(caller, Action::Delete, id)?;
+        let decision = self
+            .decide_principal(caller, Action::Delete, id, false)
+            .await?;
         let policy = caller.policy.clone();
         let mut tx = self.begin_locked().await?;
         let (_, before) = self.live_administrators(&mut tx, &policy).await?;
@@ -534,6 +617,15 @@ impl Service {
         if !store::delete(&mut tx, id, &self.now_text()).await? {
             return Err(ServiceError::NotFound("principal"));
         }
+        let event = self.principal_event(
+            caller,
+            Action::Delete,
+            id,
+            &decision,
+            None,
+            json!({"deleted": true}),
+        );
+        self.append_in(&mut tx, event).await?;
         tx.commit().await?;
         self.principals_changed();
         Ok(())
@@ -545,7 +637,8 @@ impl Service {
         caller: &Caller,
         id: &str,
     ) -> Result<Vec<Json>, ServiceError> {
-        decide(caller, Action::Read, id)?;
+        self.decide_principal(caller, Action::Read, id, true)
+            .await?;
         if store::get(self.db(), id).await?.is_none() {
             return Err(ServiceError::NotFound("principal"));
         }
@@ -563,13 +656,17 @@ impl Service {
         id: &str,
         body: &Json,
     ) -> Result<NewCredential, ServiceError> {
-        decide(caller, Action::Update, id)?;
+        let decision = self
+            .decide_principal(caller, Action::Update, id, false)
+            .await?;
         let days = parse_days(body)?;
         let mut tx = self.begin_locked().await?;
         principal_in(&mut tx, id).await?;
         let now = self.now_text();
         let credential =
             issue_credential(&mut tx, id, &now, Some(self.time_text(days * 86_400))).await?;
+        let event = self.principal_event(caller, Action::Update, id, &decision, None, json!({"credential": credential.id, "issued": true, "expires_at": credential.expires_at}));
+        self.append_in(&mut tx, event).await?;
         tx.commit().await?;
         self.principals_changed();
         Ok(credential)
@@ -583,7 +680,9 @@ impl Service {
         id: &str,
         credential_id: &str,
     ) -> Result<(), ServiceError> {
-        decide(caller, Action::Update, id)?;
+        let decision = self
+            .decide_principal(caller, Action::Update, id, false)
+            .await?;
         let policy = caller.policy.clone();
         let mut tx = self.begin_locked().await?;
         let credential = store::credential_in(&mut tx, credential_id)
@@ -594,6 +693,15 @@ impl Service {
         store::revoke_credential(&mut tx, &credential.id, &self.now_text()).await?;
         let (_, after) = self.live_administrators(&mut tx, &policy).await?;
         Self::check_lockout(&policy, before.len(), after.len())?;
+        let event = self.principal_event(
+            caller,
+            Action::Update,
+            id,
+            &decision,
+            None,
+            json!({"credential": credential.id, "revoked": true}),
+        );
+        self.append_in(&mut tx, event).await?;
         tx.commit().await?;
         self.principals_changed();
         Ok(())
@@ -607,7 +715,9 @@ impl Service {
         id: &str,
         credential_id: &str,
     ) -> Result<NewCredential, ServiceError> {
-        decide(caller, Action::Update, id)?;
+        let decision = self
+            .decide_principal(caller, Action::Update, id, false)
+            .await?;
         let mut tx = self.begin_locked().await?;
         let old = store::credential_in(&mut tx, credential_id)
             .await?
@@ -618,6 +728,8 @@ impl Service {
         store::revoke_credential(&mut tx, &old.id, &now).await?;
         let credential =
             issue_credential(&mut tx, id, &now, Some(self.time_text(lifetime))).await?;
+        let event = self.principal_event(caller, Action::Update, id, &decision, None, json!({"credential": credential.id, "replaces": old.id, "issued": true, "expires_at": credential.expires_at}));
+        self.append_in(&mut tx, event).await?;
         tx.commit().await?;
         self.principals_changed();
         Ok(credential)

@@ -14,9 +14,12 @@ use partnerdb_store::{StoreError, Tx, Value, principals};
 use serde_json::{Map, Value as Json};
 
 use crate::Service;
+use crate::audit::{self, Draft};
 use crate::auth::Caller;
 use crate::codec::{from_json, normalize_timestamp, to_json};
 use crate::error::ServiceError;
+use partnerdb_store::audit::NewEvent;
+use serde_json::json;
 
 /// A record as one caller may see it.
 #[derive(Clone, Debug, PartialEq)]
@@ -115,6 +118,168 @@ fn refusal(caller: &Caller, action: Action, record: &Record, decision: &Decision
         "forbidden",
         format!("you may not {action} this {}", noun(record.kind)),
     )
+}
+
+/// Why `decision` denied `action` on `record`, in words.
+fn reason(caller: &Caller, action: Action, record: &Record, decision: &Decision) -> Option<String> {
+    let request = Request {
+        principal: caller.engine(),
+        action,
+        resource: Resource {
+            kind: record.kind,
+            id: &record.id,
+            partner_id: Some(&record.partner_id),
+            owner: record.owner.as_deref(),
+            attrs: record,
+        },
+        elevated: caller.elevated,
+    };
+    caller.policy.deny_reason(&request, decision)
+}
+
+/// A decision that allowed nothing, with a reason of our own (for
+/// requests the policy could not decide on a record: it does not exist, or
+/// its partner is out of reach).
+fn refused() -> Decision {
+    Decision {
+        allowed: false,
+        fields: FieldSet::EMPTY,
+        matched: Default::default(),
+        denial: None,
+    }
+}
+
+impl Service {
+    /// The event of a decision on a record; `kind` is `decision` for reads
+    /// and refusals, `change` for a change (with `extra` holding the
+    /// changes).
+    fn record_event(
+        &self,
+        caller: &Caller,
+        kind: &'static str,
+        action: Action,
+        record: &Record,
+        decision: &Decision,
+        extra: Json,
+    ) -> NewEvent {
+        let why = if decision.allowed {
+            None
+        } else {
+            reason(caller, action, record, decision)
+        };
+        self.event(
+            caller,
+            Draft {
+                kind,
+                action: action.name(),
+                resource_type: record.kind.name(),
+                resource_id: Some(&record.id),
+                partner_id: Some(&record.partner_id),
+                decision,
+                reason: why,
+                input: audit::record_decision_input(caller, action.name(), record),
+                extra,
+            },
+        )
+    }
+
+    /// The event of a request about a record that does not exist or is out
+    /// of the caller's reach (answered 404).
+    fn unseen_event(
+        &self,
+        caller: &Caller,
+        action: Action,
+        kind: ResourceType,
+        id: &str,
+        why: &str,
+    ) -> NewEvent {
+        self.event(
+            caller,
+            Draft {
+                kind: "decision",
+                action: action.name(),
+                resource_type: kind.name(),
+                resource_id: Some(id),
+                partner_id: None,
+                decision: &refused(),
+                reason: Some(why.to_owned()),
+                input: audit::input(
+                    caller,
+                    action.name(),
+                    json!({"type": kind.name(), "id": id}),
+                    caller.elevated,
+                ),
+                extra: json!({}),
+            },
+        )
+    }
+
+    /// The event of a list request.
+    fn list_event(
+        &self,
+        caller: &Caller,
+        kind: ResourceType,
+        decision: &Decision,
+        why: Option<&str>,
+        extra: Json,
+    ) -> NewEvent {
+        self.event(
+            caller,
+            Draft {
+                kind: "decision",
+                action: Action::Read.name(),
+                resource_type: kind.name(),
+                resource_id: None,
+                partner_id: None,
+                decision,
+                reason: why.map(str::to_owned),
+                input: audit::input(
+                    caller,
+                    "read",
+                    json!({"type": kind.name()}),
+                    caller.elevated,
+                ),
+                extra,
+            },
+        )
+    }
+
+    /// The event of a write refused for one of its fields.
+    fn field_refusal_event(
+        &self,
+        caller: &Caller,
+        action: Action,
+        record: &Record,
+        error: &ServiceError,
+    ) -> NewEvent {
+        self.event(
+            caller,
+            Draft {
+                kind: "decision",
+                action: action.name(),
+                resource_type: record.kind.name(),
+                resource_id: Some(&record.id),
+                partner_id: Some(&record.partner_id),
+                decision: &refused(),
+                reason: Some(error.to_string()),
+                input: audit::record_decision_input(caller, action.name(), record),
+                extra: json!({}),
+            },
+        )
+    }
+
+    /// Writes a refusal's event (after the refused request's transaction
+    /// has ended) and returns the refusal.
+    async fn refuse<T>(
+        &self,
+        error: ServiceError,
+        event: Option<NewEvent>,
+    ) -> Result<T, ServiceError> {
+        if let Some(event) = event {
+            self.record(event).await?;
+        }
+        Err(error)
+    }
 }
 
 /// The record's fields of the given classes, as JSON; `id`, `partner_id`
@@ -294,10 +459,22 @@ impl Service {
         id: &str,
     ) -> Result<RecordView, ServiceError> {
         table(kind)?;
-        let record = records::get(self.db(), kind, id)
-            .await?
-            .ok_or(ServiceError::NotFound(noun(kind)))?;
+        let Some(record) = records::get(self.db(), kind, id).await? else {
+            let event = self.unseen_event(caller, Action::Read, kind, id, "no such record");
+            return self
+                .refuse(ServiceError::NotFound(noun(kind)), Some(event))
+                .await;
+        };
         let decision = decide(caller, Action::Read, &record);
+        self.record(self.record_event(
+            caller,
+            "decision",
+            Action::Read,
+            &record,
+            &decision,
+            json!({}),
+        ))
+        .await?;
         if !decision.allowed {
             return Err(ServiceError::NotFound(noun(kind)));
         }
@@ -309,15 +486,21 @@ impl Service {
     async fn load_for_change(
         &self,
         caller: &Caller,
+        action: Action,
         kind: ResourceType,
         id: &str,
         if_match: Option<&str>,
+        denied: &mut Option<NewEvent>,
     ) -> Result<(Tx, Record), ServiceError> {
         let mut tx = self.db().begin().await?;
-        let current = records::get_in(&mut tx, kind, id)
-            .await?
-            .ok_or(ServiceError::NotFound(noun(kind)))?;
-        if !decide(caller, Action::Read, &current).allowed {
+        let Some(current) = records::get_in(&mut tx, kind, id).await? else {
+            *denied = Some(self.unseen_event(caller, action, kind, id, "no such record"));
+            return Err(ServiceError::NotFound(noun(kind)));
+        };
+        let read = decide(caller, Action::Read, &current);
+        if !read.allowed {
+            *denied =
+                Some(self.record_event(caller, "decision", action, &current, &read, json!({})));
             return Err(ServiceError::NotFound(noun(kind)));
         }
         check_if_match(if_match, current.version)?;
@@ -330,15 +513,28 @@ impl Service {
         &self,
         tx: &mut Tx,
         caller: &Caller,
+        action: Action,
+        kind: ResourceType,
         id: &str,
+        denied: &mut Option<NewEvent>,
     ) -> Result<Record, ServiceError> {
-        let partner = records::get_in(tx, ResourceType::Partner, id)
-            .await?
-            .ok_or(ServiceError::NotFound("partner"))?;
-        if !decide(caller, Action::Read, &partner).allowed {
-            return Err(ServiceError::NotFound("partner"));
+        let found = records::get_in(tx, ResourceType::Partner, id).await?;
+        match found {
+            Some(partner) if decide(caller, Action::Read, &partner).allowed => Ok(partner),
+            _ => {
+                *denied = Some(self.unseen_event(
+                    caller,
+                    action,
+                    kind,
+                    "",
+                    "the partner does not exist or is out of reach",
+                ));
+                if let Some(event) = denied.as_mut() {
+                    event.partner_id = Some(id.to_owned());
+                }
+                Err(ServiceError::NotFound("partner"))
+            }
         }
-        Ok(partner)
     }
 
     /// Checks a transaction's `contract_id`: a contract of the same partner
@@ -378,17 +574,56 @@ impl Service {
         route_partner: Option<&str>,
         idempotency: Option<&Idempotency>,
     ) -> Result<Created, ServiceError> {
-        match self
-            .try_create(caller, kind, body, route_partner, idempotency)
+        let mut denied = None;
+        let result = match self
+            .try_create(caller, kind, body, route_partner, idempotency, &mut denied)
             .await
         {
             // Two requests with the same new key raced: the loser's insert
             // of the key conflicts; the winner has committed, so replay.
             Err(ServiceError::Store(StoreError::Conflict)) if idempotency.is_some() => {
-                self.try_create(caller, kind, body, route_partner, idempotency)
+                denied = None;
+                self.try_create(caller, kind, body, route_partner, idempotency, &mut denied)
                     .await
             }
             other => other,
+        };
+        match result {
+            Err(error) => self.refuse(error, denied).await,
+            Ok(created) => {
+                if created.replayed {
+                    let allowed = Decision {
+                        allowed: true,
+                        ..refused()
+                    };
+                    let id = created.view.body["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let partner = created.view.body["partner_id"].as_str().map(str::to_owned);
+                    let event = self.event(
+                        caller,
+                        Draft {
+                            kind: "decision",
+                            action: Action::Create.name(),
+                            resource_type: kind.name(),
+                            resource_id: Some(&id),
+                            partner_id: partner.as_deref(),
+                            decision: &allowed,
+                            reason: None,
+                            input: audit::input(
+                                caller,
+                                "create",
+                                json!({"type": kind.name(), "id": id}),
+                                caller.elevated,
+                            ),
+                            extra: json!({"idempotent_replay": true}),
+                        },
+                    );
+                    self.record(event).await?;
+                }
+                Ok(created)
+            }
         }
     }
 
@@ -399,6 +634,7 @@ impl Service {
         body: &Json,
         route_partner: Option<&str>,
         idempotency: Option<&Idempotency>,
+        denied: &mut Option<NewEvent>,
     ) -> Result<Created, ServiceError> {
         let table = table(kind)?;
         let now = self.now_text();
@@ -462,16 +698,38 @@ impl Service {
                     ));
                 }
             };
-            let partner = self.readable_partner(&mut tx, caller, &partner_id).await?;
+            let partner = self
+                .readable_partner(&mut tx, caller, Action::Create, kind, &partner_id, denied)
+                .await?;
             record.adopt_partner(&partner);
         }
         let decision = decide(caller, Action::Create, &record);
         if !decision.allowed {
+            *denied = Some(self.record_event(
+                caller,
+                "decision",
+                Action::Create,
+                &record,
+                &decision,
+                json!({}),
+            ));
             return Err(refusal(caller, Action::Create, &record, &decision));
         }
-        check_writable(&written, decision.fields)?;
+        if let Err(error) = check_writable(&written, decision.fields) {
+            *denied = Some(self.field_refusal_event(caller, Action::Create, &record, &error));
+            return Err(error);
+        }
         self.check_references(&mut tx, caller, &record).await?;
         records::insert(&mut tx, &record).await?;
+        let event = self.record_event(
+            caller,
+            "change",
+            Action::Create,
+            &record,
+            &decision,
+            json!({"changes": audit::changes(None, Some(&record))}),
+        );
+        self.append_in(&mut tx, event).await?;
 
         let read = decide(caller, Action::Read, &record);
         let view = view(
@@ -517,26 +775,68 @@ impl Service {
         body: &Json,
         if_match: Option<&str>,
     ) -> Result<RecordView, ServiceError> {
+        let mut denied = None;
+        match self
+            .try_update(caller, kind, id, body, if_match, &mut denied)
+            .await
+        {
+            Ok(view) => Ok(view),
+            Err(error) => self.refuse(error, denied).await,
+        }
+    }
+
+    async fn try_update(
+        &self,
+        caller: &Caller,
+        kind: ResourceType,
+        id: &str,
+        body: &Json,
+        if_match: Option<&str>,
+        denied: &mut Option<NewEvent>,
+    ) -> Result<RecordView, ServiceError> {
         table(kind)?;
-        let (mut tx, current) = self.load_for_change(caller, kind, id, if_match).await?;
+        let (mut tx, current) = self
+            .load_for_change(caller, Action::Update, kind, id, if_match, denied)
+            .await?;
 
         let mut next = current.clone();
         let (written, new_partner) = apply_body(kind, body, &mut next, false)?;
         if let Some(partner_id) = new_partner.filter(|p| *p != current.partner_id) {
-            let partner = self.readable_partner(&mut tx, caller, &partner_id).await?;
+            let partner = self
+                .readable_partner(&mut tx, caller, Action::Update, kind, &partner_id, denied)
+                .await?;
             next.adopt_partner(&partner);
         }
         // Decided on the record as it is and as it would be: moving a
         // record to another partner needs both.
         let before = decide(caller, Action::Update, &current);
         if !before.allowed {
+            *denied = Some(self.record_event(
+                caller,
+                "decision",
+                Action::Update,
+                &current,
+                &before,
+                json!({}),
+            ));
             return Err(refusal(caller, Action::Update, &current, &before));
         }
         let after = decide(caller, Action::Update, &next);
         if !after.allowed {
+            *denied = Some(self.record_event(
+                caller,
+                "decision",
+                Action::Update,
+                &next,
+                &after,
+                json!({}),
+            ));
             return Err(refusal(caller, Action::Update, &next, &after));
         }
-        check_writable(&written, before.fields.intersection(after.fields))?;
+        if let Err(error) = check_writable(&written, before.fields.intersection(after.fields)) {
+            *denied = Some(self.field_refusal_event(caller, Action::Update, &current, &error));
+            return Err(error);
+        }
         self.check_references(&mut tx, caller, &next).await?;
 
         next.version = current.version + 1;
@@ -553,6 +853,15 @@ impl Service {
         {
             records::cascade_partner(&mut tx, &next).await?;
         }
+        let event = self.record_event(
+            caller,
+            "change",
+            Action::Update,
+            &next,
+            &after,
+            json!({"changes": audit::changes(Some(&current), Some(&next))}),
+        );
+        self.append_in(&mut tx, event).await?;
         tx.commit().await?;
         let read = decide(caller, Action::Read, &next);
         Ok(view(
@@ -573,10 +882,38 @@ impl Service {
         id: &str,
         if_match: Option<&str>,
     ) -> Result<(), ServiceError> {
+        let mut denied = None;
+        match self
+            .try_delete(caller, kind, id, if_match, &mut denied)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(error) => self.refuse(error, denied).await,
+        }
+    }
+
+    async fn try_delete(
+        &self,
+        caller: &Caller,
+        kind: ResourceType,
+        id: &str,
+        if_match: Option<&str>,
+        denied: &mut Option<NewEvent>,
+    ) -> Result<(), ServiceError> {
         table(kind)?;
-        let (mut tx, current) = self.load_for_change(caller, kind, id, if_match).await?;
+        let (mut tx, current) = self
+            .load_for_change(caller, Action::Delete, kind, id, if_match, denied)
+            .await?;
         let decision = decide(caller, Action::Delete, &current);
         if !decision.allowed {
+            *denied = Some(self.record_event(
+                caller,
+                "decision",
+                Action::Delete,
+                &current,
+                &decision,
+                json!({}),
+            ));
             return Err(refusal(caller, Action::Delete, &current, &decision));
         }
         match records::delete(&mut tx, kind, id).await {
@@ -589,6 +926,15 @@ impl Service {
             }
             Err(error) => return Err(error.into()),
         }
+        let event = self.record_event(
+            caller,
+            "change",
+            Action::Delete,
+            &current,
+            &decision,
+            json!({"changes": audit::changes(Some(&current), None)}),
+        );
+        self.append_in(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -605,10 +951,22 @@ impl Service {
     ) -> Result<Page, ServiceError> {
         let table = table(kind)?;
         if !caller.policy.covers(&caller.roles, kind, Action::Read) {
-            return Err(ServiceError::forbidden(
-                "forbidden",
-                format!("your roles do not allow reading {}s", noun(kind)),
-            ));
+            let event = self.list_event(
+                caller,
+                kind,
+                &refused(),
+                Some("no grant of the principal's roles covers this list"),
+                json!({}),
+            );
+            return self
+                .refuse(
+                    ServiceError::forbidden(
+                        "forbidden",
+                        format!("your roles do not allow reading {}s", noun(kind)),
+                    ),
+                    Some(event),
+                )
+                .await;
         }
         let scope = caller
             .policy
@@ -668,6 +1026,21 @@ impl Service {
                 items.push(render(record, decision.fields));
             }
         }
+        let mut allowed = refused();
+        allowed.allowed = true;
+        for condition in &scope.conditions {
+            if !allowed.matched.contains(&condition.grant) {
+                allowed.matched.push(condition.grant);
+            }
+        }
+        let event = self.list_event(
+            caller,
+            kind,
+            &allowed,
+            None,
+            json!({"list": {"filters": parsed.canonical, "partner": route_partner, "returned": items.len()}}),
+        );
+        self.record(event).await?;
         let next_cursor = match rows.last() {
             Some(last) if more => {
                 let value = if parsed.sort.column == "id" {

@@ -10,6 +10,7 @@
 //! identifiers from the schema tables only; this crate makes no access
 //! decision (the service does) and knows nothing of HTTP.
 
+pub mod audit;
 pub mod metrics;
 pub mod principals;
 pub mod records;

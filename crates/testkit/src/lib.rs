@@ -162,6 +162,8 @@ pub struct TestApp {
     pub service: Arc<Service>,
     /// The test clock.
     pub clock: Arc<ManualClock>,
+    /// The checkpoint signing key.
+    pub key: Arc<partnerdb_audit::CheckpointKey>,
     /// Which backend.
     pub backend: Backend,
     client: reqwest::Client,
@@ -208,8 +210,21 @@ pub async fn spawn_with_policy(backend: Backend, policy: &str) -> Option<TestApp
     let credential = partnerdb_service::bootstrap(&test_db.db, policy, "test admin", &*clock)
         .await
         .unwrap();
+    let key = Arc::new(partnerdb_audit::CheckpointKey::from_seed(
+        *uuid::Uuid::new_v4()
+            .as_bytes()
+            .repeat(2)
+            .first_chunk::<32>()
+            .unwrap(),
+    ));
+    let config = partnerdb_service::audit::AuditConfig {
+        key: Some(key.clone()),
+        checkpoint_every: 50,
+        checkpoint_interval: std::time::Duration::from_millis(500),
+        ..partnerdb_service::audit::AuditConfig::default()
+    };
     let service = Arc::new(
-        Service::open(test_db.db.clone(), clock.clone() as Arc<dyn Clock>)
+        Service::open(test_db.db.clone(), clock.clone() as Arc<dyn Clock>, config)
             .await
             .unwrap(),
     );
@@ -228,6 +243,7 @@ pub async fn spawn_with_policy(backend: Backend, policy: &str) -> Option<TestApp
         admin_id: credential.principal_id,
         service,
         clock,
+        key,
         backend,
         client: reqwest::Client::new(),
         shutdown: Some(shutdown),

@@ -40,6 +40,11 @@ impl DataArgs {
         }
     }
 
+    /// The checkpoint signing key's default place.
+    pub fn default_key_path(&self) -> PathBuf {
+        self.dir().join("audit-signing.key")
+    }
+
     /// Opens (creating the directory for SQLite) and migrates.
     pub async fn open(&self) -> anyhow::Result<Db> {
         if self.database_url.is_none() {
@@ -54,6 +59,44 @@ impl DataArgs {
         db.migrate().await.context("cannot migrate the database")?;
         Ok(db)
     }
+}
+
+/// Reads a checkpoint signing key (64 hex digits).
+pub fn read_key(path: &Path) -> anyhow::Result<partnerdb_audit::CheckpointKey> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read the checkpoint signing key `{}`",
+            path.display()
+        )
+    })?;
+    partnerdb_audit::CheckpointKey::from_hex(&text).with_context(|| {
+        format!(
+            "`{}` is not a checkpoint signing key (64 hex digits)",
+            path.display()
+        )
+    })
+}
+
+/// Creates a checkpoint signing key file (mode 0600) unless one exists;
+/// returns the key.
+pub fn create_key(path: &Path) -> anyhow::Result<partnerdb_audit::CheckpointKey> {
+    if path.exists() {
+        return read_key(path);
+    }
+    let mut seed = [0u8; 32];
+    getrandom(&mut seed);
+    let key = partnerdb_audit::CheckpointKey::from_seed(seed);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create `{}`", parent.display()))?;
+    }
+    write_private(path, &format!("{}\n", key.to_hex()))?;
+    Ok(key)
+}
+
+fn getrandom(buf: &mut [u8]) {
+    use rand::RngCore as _;
+    rand::rng().fill_bytes(buf);
 }
 
 /// A database URL without its password, for messages.

@@ -33,6 +33,15 @@ pub struct Args {
     /// Let the demo listen on a non-loopback address
     #[arg(long)]
     allow_remote: bool,
+    /// The audit checkpoint signing key [default: DIR/audit-signing.key]
+    #[arg(long, value_name = "PATH")]
+    signing_key: Option<std::path::PathBuf>,
+    /// Sign a checkpoint after this many audit events…
+    #[arg(long, default_value_t = 10_000)]
+    checkpoint_every: i64,
+    /// …or this many seconds after the last one
+    #[arg(long, default_value_t = 10)]
+    checkpoint_seconds: u64,
     /// Log format
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -118,9 +127,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             }
             Err(error) => return Err(error.into()),
         };
-        let policy = partnerdb_service::Service::open(db.clone(), clock.clone())
-            .await?
-            .policy();
+        let policy = partnerdb_service::compile(STARTER_POLICY)?;
         let sizes = Sizes::scaled(usize::from(args.demo_scale));
         eprintln!(
             "seeding demo data: {} partners, {} contacts, {} contracts, {} transactions",
@@ -152,7 +159,24 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         }
         demo_tokens = Some(principals);
     }
-    let service = match Service::open(db, clock).await {
+    let key_path = args
+        .signing_key
+        .clone()
+        .unwrap_or_else(|| args.data.default_key_path());
+    let key = if args.demo {
+        super::data::create_key(&key_path)?
+    } else {
+        super::data::read_key(&key_path).context(
+            "audit checkpoints need the signing key made by `partnerdb init`; give its path with --signing-key",
+        )?
+    };
+    let config = partnerdb_service::audit::AuditConfig {
+        key: Some(Arc::new(key)),
+        checkpoint_every: args.checkpoint_every.max(1),
+        checkpoint_interval: std::time::Duration::from_secs(args.checkpoint_seconds.max(1)),
+        ..partnerdb_service::audit::AuditConfig::default()
+    };
+    let service = match Service::open(db, clock, config).await {
         Ok(service) => service,
         Err(OpenError::NotInitialised) => bail!(
             "{} is not initialised: run `partnerdb init --data {}` first, or try `partnerdb serve --demo`",

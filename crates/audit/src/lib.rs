@@ -1,0 +1,559 @@
+//! partnerdb's audit trail, without a database: the event as hashed, the
+//! SHA-256 hash chain, signed checkpoints (ed25519) and a streaming
+//! verifier that names the first broken link.
+//!
+//! **Chain.** Event `n` carries `prev_hash` (the hash of event `n - 1`, or
+//! 64 zeros for the first) and `hash = SHA-256(prev_hash ‖ encode(event))`,
+//! where `encode` writes every field length-prefixed in a fixed order, so
+//! two different events never encode alike. Editing, deleting, inserting or
+//! reordering a stored event breaks the chain at that point.
+//!
+//! **Checkpoints.** Anyone with write access to the database could rewrite
+//! the whole chain consistently; a checkpoint — `(seq, hash, at)` signed
+//! with a key kept outside the database — pins the chain up to `seq`.
+//! Verifying needs only the public key; checkpoints exported elsewhere also
+//! catch a truncated tail.
+//!
+//! **Architecture invariant:** this crate does no I/O; the store persists
+//! events and checkpoints, the service appends them.
+
+use std::fmt;
+
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The `prev_hash` of the first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// An audit event, as hashed. `detail` is the event's JSON detail exactly
+/// as stored (the hash covers its bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the chain, from 1, without gaps.
+    pub seq: i64,
+    /// When, RFC 3339 UTC (fixed width).
+    pub at: String,
+    /// `decision`, `change`, `principal` or `policy`.
+    pub kind: String,
+    /// Who (none for system events).
+    pub principal_id: Option<String>,
+    /// The action decided or done.
+    pub action: String,
+    /// The resource type.
+    pub resource_type: String,
+    /// The record or object, if one.
+    pub resource_id: Option<String>,
+    /// The partner it belongs to, if any.
+    pub partner_id: Option<String>,
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// The policy version that decided.
+    pub policy_version: String,
+    /// Everything else, as JSON text.
+    pub detail: String,
+}
+
+fn put(out: &mut Vec<u8>, field: &str) {
+    out.extend_from_slice(&(field.len() as u64).to_le_bytes());
+    out.extend_from_slice(field.as_bytes());
+}
+
+fn put_opt(out: &mut Vec<u8>, field: Option<&str>) {
+    match field {
+        None => out.push(0),
+        Some(text) => {
+            out.push(1);
+            put(out, text);
+        }
+    }
+}
+
+impl Event {
+    /// The canonical encoding hashed into the chain.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.detail.len());
+        out.extend_from_slice(b"partnerdb-audit-v1");
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        put(&mut out, &self.at);
+        put(&mut out, &self.kind);
+        put_opt(&mut out, self.principal_id.as_deref());
+        put(&mut out, &self.action);
+        put(&mut out, &self.resource_type);
+        put_opt(&mut out, self.resource_id.as_deref());
+        put_opt(&mut out, self.partner_id.as_deref());
+        put(&mut out, &self.decision);
+        put(&mut out, &self.policy_version);
+        put(&mut out, &self.detail);
+        out
+    }
+
+    /// The event's hash after `prev_hash`.
+    pub fn hash(&self, prev_hash: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(prev_hash.as_bytes());
+        hasher.update(self.encode());
+        hex(&hasher.finalize())
+    }
+}
+
+/// An event as stored, with its links.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+    /// The previous event's hash.
+    pub prev_hash: String,
+    /// This event's hash.
+    pub hash: String,
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let text = text.trim();
+    if text.len() != N * 2 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, pair) in text.as_bytes().chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The first broken link of a chain.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Break {
+    /// An event is missing, or an extra one appears: seq is not the next.
+    #[error(
+        "event {found} follows event {previous}: expected {expected} (an event was deleted, inserted or reordered)"
+    )]
+    Sequence {
+        /// The last good seq.
+        previous: i64,
+        /// The seq expected next.
+        expected: i64,
+        /// The seq found.
+        found: i64,
+    },
+    /// An event does not link to the one before it.
+    #[error(
+        "event {seq} does not link to event {previous}: prev_hash is {found}, the chain says {expected}"
+    )]
+    Link {
+        /// The event.
+        seq: i64,
+        /// The event before it.
+        previous: i64,
+        /// The hash it should link to.
+        expected: String,
+        /// The hash it links to.
+        found: String,
+    },
+    /// An event's content does not match its hash (it was edited).
+    #[error("event {seq} was altered: its content hashes to {computed}, but {stored} is stored")]
+    Content {
+        /// The event.
+        seq: i64,
+        /// The hash of its content.
+        computed: String,
+        /// The hash stored with it.
+        stored: String,
+    },
+    /// A checkpoint does not match the chain.
+    #[error("checkpoint at event {seq} signed hash {signed}, but the chain has {found} there")]
+    Checkpoint {
+        /// The checkpoint's seq.
+        seq: i64,
+        /// The hash it signed.
+        signed: String,
+        /// The chain's hash at that seq.
+        found: String,
+    },
+    /// A checkpoint's signature is not valid for the public key.
+    #[error("checkpoint at event {seq} has an invalid signature")]
+    Signature {
+        /// The checkpoint's seq.
+        seq: i64,
+    },
+    /// The chain ends before a checkpoint.
+    #[error(
+        "the chain ends at event {last}, but a checkpoint signed event {seq}: the tail was truncated"
+    )]
+    Truncated {
+        /// The last event.
+        last: i64,
+        /// The checkpoint's seq.
+        seq: i64,
+    },
+}
+
+/// Verifies a chain event by event, in seq order, against checkpoints.
+#[derive(Debug)]
+pub struct ChainVerifier {
+    last_seq: i64,
+    last_hash: String,
+    checkpoints: Vec<Checkpoint>,
+    next_checkpoint: usize,
+    key: Option<VerifyingKey>,
+}
+
+impl ChainVerifier {
+    /// A verifier from the start of the chain. Checkpoints are checked
+    /// against the chain (and their signatures against `key`, if given).
+    pub fn new(mut checkpoints: Vec<Checkpoint>, key: Option<&PublicKey>) -> ChainVerifier {
+        checkpoints.sort_by_key(|c| c.seq);
+        ChainVerifier {
+            last_seq: 0,
+            last_hash: GENESIS.to_owned(),
+            checkpoints,
+            next_checkpoint: 0,
+            key: key.map(|k| k.0),
+        }
+    }
+
+    /// Checks the next stored event.
+    pub fn push(&mut self, stored: &StoredEvent) -> Result<(), Break> {
+        let seq = stored.event.seq;
+        if seq != self.last_seq + 1 {
+            return Err(Break::Sequence {
+                previous: self.last_seq,
+                expected: self.last_seq + 1,
+                found: seq,
+            });
+        }
+        if stored.prev_hash != self.last_hash {
+            return Err(Break::Link {
+                seq,
+                previous: self.last_seq,
+                expected: self.last_hash.clone(),
+                found: stored.prev_hash.clone(),
+            });
+        }
+        let computed = stored.event.hash(&stored.prev_hash);
+        if computed != stored.hash {
+            return Err(Break::Content {
+                seq,
+                computed,
+                stored: stored.hash.clone(),
+            });
+        }
+        while let Some(checkpoint) = self.checkpoints.get(self.next_checkpoint) {
+            if checkpoint.seq > seq {
+                break;
+            }
+            if checkpoint.seq == seq {
+                self.check(checkpoint, &stored.hash)?;
+            }
+            // A checkpoint below the chain's start cannot happen (the
+            // chain starts at 1); one at a seq already passed was checked.
+            self.next_checkpoint += 1;
+        }
+        self.last_seq = seq;
+        self.last_hash = computed;
+        Ok(())
+    }
+
+    fn check(&self, checkpoint: &Checkpoint, hash: &str) -> Result<(), Break> {
+        if let Some(key) = &self.key
+            && !checkpoint.verify(&PublicKey(*key))
+        {
+            return Err(Break::Signature {
+                seq: checkpoint.seq,
+            });
+        }
+        if checkpoint.hash != hash {
+            return Err(Break::Checkpoint {
+                seq: checkpoint.seq,
+                signed: checkpoint.hash.clone(),
+                found: hash.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Ends the verification: every checkpoint must have been reached.
+    /// Returns the number of events verified.
+    pub fn finish(self) -> Result<i64, Break> {
+        if let Some(checkpoint) = self.checkpoints.get(self.next_checkpoint) {
+            return Err(Break::Truncated {
+                last: self.last_seq,
+                seq: checkpoint.seq,
+            });
+        }
+        Ok(self.last_seq)
+    }
+
+    /// The last verified event's seq and hash.
+    pub fn head(&self) -> (i64, &str) {
+        (self.last_seq, &self.last_hash)
+    }
+}
+
+/// A signed statement that the chain's event `seq` has hash `hash`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The event pinned.
+    pub seq: i64,
+    /// Its hash.
+    pub hash: String,
+    /// When the checkpoint was signed.
+    pub at: String,
+    /// The ed25519 signature, hex.
+    pub signature: String,
+    /// The signing key's public key, hex.
+    pub public_key: String,
+}
+
+fn checkpoint_message(seq: i64, hash: &str, at: &str) -> Vec<u8> {
+    format!("partnerdb-checkpoint-v1\n{seq}\n{hash}\n{at}").into_bytes()
+}
+
+impl Checkpoint {
+    /// Whether the signature is valid for `key`.
+    pub fn verify(&self, key: &PublicKey) -> bool {
+        let Some(bytes) = unhex::<64>(&self.signature) else {
+            return false;
+        };
+        key.0
+            .verify(
+                &checkpoint_message(self.seq, &self.hash, &self.at),
+                &Signature::from_bytes(&bytes),
+            )
+            .is_ok()
+    }
+}
+
+/// The key checkpoints are signed with. Kept outside the database.
+pub struct CheckpointKey(SigningKey);
+
+impl fmt::Debug for CheckpointKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CheckpointKey(public {})", self.public().to_hex())
+    }
+}
+
+/// A checkpoint key's public half.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublicKey(VerifyingKey);
+
+impl PublicKey {
+    /// Parses 64 hex digits.
+    pub fn from_hex(text: &str) -> Option<PublicKey> {
+        VerifyingKey::from_bytes(&unhex::<32>(text)?)
+            .ok()
+            .map(PublicKey)
+    }
+
+    /// 64 hex digits.
+    pub fn to_hex(&self) -> String {
+        hex(self.0.as_bytes())
+    }
+}
+
+impl CheckpointKey {
+    /// A key from 32 random bytes (the caller draws them).
+    pub fn from_seed(seed: [u8; 32]) -> CheckpointKey {
+        CheckpointKey(SigningKey::from_bytes(&seed))
+    }
+
+    /// A key from its stored form: 64 hex digits.
+    pub fn from_hex(text: &str) -> Option<CheckpointKey> {
+        unhex::<32>(text).map(CheckpointKey::from_seed)
+    }
+
+    /// The stored form.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0.to_bytes())
+    }
+
+    /// The public half.
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key())
+    }
+
+    /// Signs a checkpoint of event `seq` with hash `hash` at `at`.
+    pub fn sign(&self, seq: i64, hash: &str, at: &str) -> Checkpoint {
+        let signature = self.0.sign(&checkpoint_message(seq, hash, at));
+        Checkpoint {
+            seq,
+            hash: hash.to_owned(),
+            at: at.to_owned(),
+            signature: hex(&signature.to_bytes()),
+            public_key: self.public().to_hex(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: i64, action: &str) -> Event {
+        Event {
+            seq,
+            at: format!("2026-01-01T00:00:{seq:02}.000000Z"),
+            kind: "decision".into(),
+            principal_id: Some("u1".into()),
+            action: action.into(),
+            resource_type: "partner".into(),
+            resource_id: Some(format!("p{seq}")),
+            partner_id: Some(format!("p{seq}")),
+            decision: "allow".into(),
+            policy_version: "v1".into(),
+            detail: "{}".into(),
+        }
+    }
+
+    fn chain(n: i64) -> Vec<StoredEvent> {
+        let mut prev = GENESIS.to_owned();
+        (1..=n)
+            .map(|seq| {
+                let event = event(seq, "read");
+                let hash = event.hash(&prev);
+                let stored = StoredEvent {
+                    event,
+                    prev_hash: prev.clone(),
+                    hash: hash.clone(),
+                };
+                prev = hash;
+                stored
+            })
+            .collect()
+    }
+
+    fn verify(
+        events: &[StoredEvent],
+        checkpoints: Vec<Checkpoint>,
+        key: Option<&PublicKey>,
+    ) -> Result<i64, Break> {
+        let mut verifier = ChainVerifier::new(checkpoints, key);
+        for e in events {
+            verifier.push(e)?;
+        }
+        verifier.finish()
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        assert_eq!(verify(&chain(10), Vec::new(), None), Ok(10));
+    }
+
+    #[test]
+    fn every_kind_of_tampering_is_named() {
+        let good = chain(5);
+        let mut edited = good.clone();
+        edited[2].event.action = "delete".into();
+        assert!(matches!(
+            verify(&edited, vec![], None),
+            Err(Break::Content { seq: 3, .. })
+        ));
+
+        let mut deleted = good.clone();
+        deleted.remove(2);
+        assert_eq!(
+            verify(&deleted, vec![], None),
+            Err(Break::Sequence {
+                previous: 2,
+                expected: 3,
+                found: 4
+            })
+        );
+
+        let mut reordered = good.clone();
+        reordered.swap(1, 2);
+        assert!(matches!(
+            verify(&reordered, vec![], None),
+            Err(Break::Sequence {
+                previous: 1,
+                expected: 2,
+                found: 3
+            })
+        ));
+
+        let mut relinked = good.clone();
+        relinked[3].prev_hash = GENESIS.into();
+        assert!(matches!(
+            verify(&relinked, vec![], None),
+            Err(Break::Link {
+                seq: 4,
+                previous: 3,
+                ..
+            })
+        ));
+
+        // A whole rewritten chain is consistent, but not with a checkpoint.
+        let key = CheckpointKey::from_seed([7; 32]);
+        let checkpoint = key.sign(3, &good[2].hash, "t");
+        let mut rewritten = Vec::new();
+        let mut prev = GENESIS.to_owned();
+        for (i, e) in good.iter().enumerate() {
+            let mut event = e.event.clone();
+            if i == 1 {
+                event.action = "export".into();
+            }
+            let hash = event.hash(&prev);
+            rewritten.push(StoredEvent {
+                event,
+                prev_hash: prev.clone(),
+                hash: hash.clone(),
+            });
+            prev = hash;
+        }
+        assert!(matches!(
+            verify(&rewritten, vec![checkpoint.clone()], Some(&key.public())),
+            Err(Break::Checkpoint { seq: 3, .. })
+        ));
+        // Truncation below a checkpoint.
+        assert_eq!(
+            verify(&good[..2], vec![checkpoint.clone()], Some(&key.public())),
+            Err(Break::Truncated { last: 2, seq: 3 })
+        );
+        // A forged checkpoint.
+        let other = CheckpointKey::from_seed([8; 32]);
+        let forged = other.sign(3, &good[2].hash, "t");
+        assert_eq!(
+            verify(&good, vec![forged], Some(&key.public())),
+            Err(Break::Signature { seq: 3 })
+        );
+        assert_eq!(verify(&good, vec![checkpoint], Some(&key.public())), Ok(5));
+    }
+
+    #[test]
+    fn encodings_do_not_collide_across_fields() {
+        let mut a = event(1, "read");
+        let mut b = event(1, "read");
+        a.resource_id = Some("ab".into());
+        a.partner_id = Some("c".into());
+        b.resource_id = Some("a".into());
+        b.partner_id = Some("bc".into());
+        assert_ne!(a.encode(), b.encode());
+        a.partner_id = None;
+        b.partner_id = Some(String::new());
+        assert_ne!(a.encode(), b.encode());
+    }
+
+    #[test]
+    fn keys_round_trip_through_hex() {
+        let key = CheckpointKey::from_seed([3; 32]);
+        let again = CheckpointKey::from_hex(&key.to_hex()).unwrap();
+        assert_eq!(again.public(), key.public());
+        assert_eq!(
+            PublicKey::from_hex(&key.public().to_hex()),
+            Some(key.public())
+        );
+        let checkpoint = key.sign(9, "abc", "now");
+        assert!(checkpoint.verify(&key.public()));
+    }
+}

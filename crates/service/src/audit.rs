@@ -1,0 +1,362 @@
+//! Writing the audit trail: every decision and change becomes an event.
+//!
+//! - A change and its event are appended in the change's own transaction
+//!   (they commit together or not at all): [`Service::append_in`].
+//! - Read and deny events go through one batched writer (group commit):
+//!   events queued while a batch commits go into the next; a request gets
+//!   its answer only after its event is committed ([`Service::record`]),
+//!   and an error from the trail refuses the request (fail closed).
+//! - A checkpointer signs the chain's head every N events or T seconds with
+//!   a key kept outside the database.
+//!
+//! Events never carry personal data (pii-class values; contact names,
+//! e-mails and phones) in clear or hashed, nor legal-class values, nor
+//! tokens: changes list the fields changed, with values before and after
+//! only for general and financial fields.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use partnerdb_audit::CheckpointKey;
+use partnerdb_policy::{Decision, FieldClass};
+use partnerdb_store::audit::{self as store, NewEvent};
+use partnerdb_store::records::Record;
+use partnerdb_store::{Db, StoreError, Tx, Value};
+use serde_json::{Map, Value as Json, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::Service;
+use crate::auth::Caller;
+use crate::codec::to_json;
+use crate::error::ServiceError;
+
+/// How the trail is written.
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    /// The checkpoint key (none: no checkpoints are signed).
+    pub key: Option<Arc<CheckpointKey>>,
+    /// Sign a checkpoint after this many new events…
+    pub checkpoint_every: i64,
+    /// …or this long after the last one, whichever comes first.
+    pub checkpoint_interval: Duration,
+    /// Most events in one group commit.
+    pub max_batch: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            key: None,
+            checkpoint_every: 10_000,
+            checkpoint_interval: Duration::from_secs(10),
+            max_batch: 4096,
+        }
+    }
+}
+
+type Ack = oneshot::Sender<Result<(), String>>;
+
+/// The handle on the batched writer.
+#[derive(Debug, Clone)]
+pub struct AuditWriter {
+    queue: mpsc::Sender<(NewEvent, Ack)>,
+}
+
+impl AuditWriter {
+    /// Starts the writer task on `db`.
+    pub fn start(db: Db, max_batch: usize) -> AuditWriter {
+        let (queue, mut incoming) = mpsc::channel::<(NewEvent, Ack)>(max_batch.max(16) * 4);
+        tokio::spawn(async move {
+            while let Some(first) = incoming.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < max_batch {
+                    match incoming.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let (events, acks): (Vec<NewEvent>, Vec<Ack>) = batch.into_iter().unzip();
+                let result = commit_batch(&db, &events).await.map_err(|e| e.to_string());
+                if let Err(error) = &result {
+                    tracing::error!(%error, events = events.len(), "the audit trail cannot be written; refusing the requests");
+                }
+                for ack in acks {
+                    let _ = ack.send(result.clone());
+                }
+            }
+        });
+        AuditWriter { queue }
+    }
+
+    /// Queues an event and waits until it is committed.
+    pub async fn write(&self, event: NewEvent) -> Result<(), ServiceError> {
+        let (ack, done) = oneshot::channel();
+        self.queue
+            .send((event, ack))
+            .await
+            .map_err(|_| ServiceError::AuditUnavailable("the audit writer has stopped".into()))?;
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(ServiceError::AuditUnavailable(error)),
+            Err(_) => Err(ServiceError::AuditUnavailable(
+                "the audit writer has stopped".into(),
+            )),
+        }
+    }
+}
+
+async fn commit_batch(db: &Db, events: &[NewEvent]) -> Result<(), StoreError> {
+    let mut tx = db.begin().await?;
+    store::append(&mut tx, events).await?;
+    tx.commit().await
+}
+
+/// Signs checkpoints of the chain's head, forever (a task).
+pub async fn checkpointer(
+    db: Db,
+    key: Arc<CheckpointKey>,
+    every: i64,
+    interval: Duration,
+    clock: Arc<dyn crate::Clock>,
+) {
+    let mut last_signed = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250).min(interval)).await;
+        let Ok((seq, hash)) = store::head(&db).await else {
+            continue;
+        };
+        let Ok(last) = store::last_checkpoint(&db).await else {
+            continue;
+        };
+        let due = seq > last && (seq - last >= every || last_signed.elapsed() >= interval);
+        if !due {
+            continue;
+        }
+        let at = partnerdb_store::format_time(clock.now());
+        let checkpoint = key.sign(seq, &hash, &at);
+        let written = async {
+            let mut tx = db.begin().await?;
+            store::insert_checkpoint(&mut tx, &checkpoint).await?;
+            tx.commit().await
+        }
+        .await;
+        match written {
+            Ok(()) => last_signed = tokio::time::Instant::now(),
+            Err(error) => tracing::warn!(%error, "cannot store an audit checkpoint"),
+        }
+    }
+}
+
+/// The decision input of a request on a record, in the batch format of
+/// `partnerdb authorize`, so that a recorded decision can be replayed
+/// against another policy.
+pub fn input(caller: &Caller, action: &str, resource: Json, elevated: bool) -> Json {
+    json!({
+        "principal": {
+            "id": caller.principal.id,
+            "roles": caller.principal.roles,
+            "partner_id": caller.principal.partner_id,
+            "attrs": caller.principal.attrs,
+        },
+        "action": action,
+        "resource": resource,
+        "elevated": elevated,
+    })
+}
+
+/// A record as a decision input: type, id, partner, owner and the
+/// attributes conditions see (general fields, the partner's region and
+/// tier). No personal data: pii fields are not attributes.
+pub fn record_input(record: &Record) -> Json {
+    let table = record.table();
+    let mut attrs = Map::new();
+    for (column, value) in table.columns.iter().zip(&record.values) {
+        if column.class == FieldClass::General
+            && let Some(text) = value.as_text()
+        {
+            attrs.insert(column.name.into(), Json::from(text));
+        }
+    }
+    if table.is_child() {
+        if let Some(region) = &record.partner_region {
+            attrs.insert("region".into(), Json::from(region.as_str()));
+        }
+        if let Some(tier) = &record.partner_tier {
+            attrs.insert("tier".into(), Json::from(tier.as_str()));
+        }
+    }
+    json!({
+        "type": record.kind.name(),
+        "id": record.id,
+        "partner_id": record.partner_id,
+        "owner": record.owner,
+        "attrs": attrs,
+    })
+}
+
+/// The fields that differ between two versions of a record (either may be
+/// absent: a create or a delete), with values only for general and
+/// financial fields.
+pub fn changes(before: Option<&Record>, after: Option<&Record>) -> Json {
+    let Some(table) = before.or(after).map(Record::table) else {
+        return Json::Array(Vec::new());
+    };
+    let mut out = Vec::new();
+    let value_of = |record: Option<&Record>, i: usize| {
+        record
+            .and_then(|r| r.values.get(i))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    for (i, column) in table.columns.iter().enumerate() {
+        let (old, new) = (value_of(before, i), value_of(after, i));
+        if old == new || (old.is_null() && new.is_null()) {
+            continue;
+        }
+        if matches!(column.name, "updated_at") {
+            continue;
+        }
+        out.push(change_entry(
+            column,
+            &old,
+            &new,
+            before.is_some(),
+            after.is_some(),
+        ));
+    }
+    for (name, old, new) in [
+        (
+            "partner_id",
+            before.map(|r| r.partner_id.clone()),
+            after.map(|r| r.partner_id.clone()),
+        ),
+        (
+            "owner",
+            before.and_then(|r| r.owner.clone()),
+            after.and_then(|r| r.owner.clone()),
+        ),
+    ] {
+        if old != new {
+            out.push(json!({"field": name, "class": "general", "before": old, "after": new}));
+        }
+    }
+    Json::Array(out)
+}
+
+fn change_entry(
+    column: &partnerdb_store::schema::Column,
+    old: &Value,
+    new: &Value,
+    had_before: bool,
+    has_after: bool,
+) -> Json {
+    let mut entry = Map::new();
+    entry.insert("field".into(), Json::from(column.name));
+    entry.insert("class".into(), Json::from(column.class.name()));
+    if matches!(column.class, FieldClass::General | FieldClass::Financial) {
+        if had_before {
+            entry.insert("before".into(), to_json(column, old));
+        }
+        if has_after {
+            entry.insert("after".into(), to_json(column, new));
+        }
+    }
+    Json::Object(entry)
+}
+
+/// The `matched` grants or the deny reason of a decision.
+fn outcome(caller: &Caller, decision: &Decision, reason: Option<String>) -> (Vec<String>, Json) {
+    if decision.allowed {
+        let matched: Vec<String> = decision
+            .matched
+            .iter()
+            .map(|&g| caller.policy.label(g).to_owned())
+            .collect();
+        (matched.clone(), json!({"matched": matched}))
+    } else {
+        (
+            Vec::new(),
+            json!({"reason": reason.unwrap_or_else(|| "denied".into()), "denial": decision.denial.map(|d| d.code())}),
+        )
+    }
+}
+
+/// What an event says, before it is given its place in the chain.
+#[derive(Debug)]
+pub struct Draft<'a> {
+    /// `decision`, `change` or `principal`.
+    pub kind: &'static str,
+    /// The action.
+    pub action: &'a str,
+    /// The resource type.
+    pub resource_type: &'a str,
+    /// The record or object.
+    pub resource_id: Option<&'a str>,
+    /// The partner.
+    pub partner_id: Option<&'a str>,
+    /// The decision (an allow for a change).
+    pub decision: &'a Decision,
+    /// The deny reason, for a deny.
+    pub reason: Option<String>,
+    /// The decision input (batch format).
+    pub input: Json,
+    /// Further detail (changes, list size, …), merged into the detail.
+    pub extra: Json,
+}
+
+impl Service {
+    /// An event for `caller` from a draft.
+    pub fn event(&self, caller: &Caller, draft: Draft<'_>) -> NewEvent {
+        let (matched, outcome) = outcome(caller, draft.decision, draft.reason);
+        let mut detail = Map::new();
+        detail.insert(
+            "request".into(),
+            json!({"id": caller.request.id, "method": caller.request.method, "route": caller.request.route}),
+        );
+        if let Json::Object(outcome) = outcome {
+            detail.extend(outcome);
+        }
+        detail.insert("input".into(), draft.input);
+        if let Json::Object(extra) = draft.extra {
+            detail.extend(extra);
+        }
+        NewEvent {
+            at: self.now_text(),
+            kind: draft.kind.to_owned(),
+            principal_id: Some(caller.principal.id.clone()),
+            action: draft.action.to_owned(),
+            resource_type: draft.resource_type.to_owned(),
+            resource_id: draft.resource_id.map(str::to_owned),
+            partner_id: draft.partner_id.map(str::to_owned),
+            decision: if draft.decision.allowed {
+                "allow"
+            } else {
+                "deny"
+            }
+            .to_owned(),
+            policy_version: caller.policy_version.to_string(),
+            detail: Json::Object(detail).to_string(),
+            matched,
+        }
+    }
+
+    /// Records a read or deny event through the batched writer and waits
+    /// for its commit (fail closed: an unwritable trail refuses the
+    /// request).
+    pub async fn record(&self, event: NewEvent) -> Result<(), ServiceError> {
+        self.audit_writer().write(event).await
+    }
+
+    /// Appends a change's event in the change's own transaction.
+    pub async fn append_in(&self, tx: &mut Tx, event: NewEvent) -> Result<(), ServiceError> {
+        store::append(tx, std::slice::from_ref(&event))
+            .await
+            .map_err(|e| ServiceError::AuditUnavailable(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// The input of a record decision.
+pub fn record_decision_input(caller: &Caller, action: &str, record: &Record) -> Json {
+    input(caller, action, record_input(record), caller.elevated)
+}

@@ -1,0 +1,429 @@
+//! The audit trail's storage: appending events to the hash chain inside a
+//! caller's transaction, reading them back in order or filtered,
+//! checkpoints, and usage counters.
+//!
+//! Appends are serialised: on SQLite by its single writer, on PostgreSQL by
+//! a transaction-level advisory lock taken before the chain's head is read,
+//! so that servers sharing one database keep one chain.
+
+use partnerdb_audit::{Checkpoint, Event, GENESIS, StoredEvent};
+
+use crate::sql::{Db, Row, Sql, Tx, Value};
+use crate::{Dialect, StoreError};
+
+/// An event to append (its seq, links and hash are set on append).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    /// When, as stored.
+    pub at: String,
+    /// `decision`, `change`, `principal` or `policy`.
+    pub kind: String,
+    /// Who.
+    pub principal_id: Option<String>,
+    /// What.
+    pub action: String,
+    /// On which resource type.
+    pub resource_type: String,
+    /// Which record or object.
+    pub resource_id: Option<String>,
+    /// Which partner.
+    pub partner_id: Option<String>,
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// The deciding policy version.
+    pub policy_version: String,
+    /// JSON detail.
+    pub detail: String,
+    /// Grants that matched (`role#index`), for usage counters.
+    pub matched: Vec<String>,
+}
+
+const AUDIT_LOCK: i64 = 727_274_002;
+
+const COLUMNS: &str = "seq, at, kind, principal_id, action, resource_type, resource_id, partner_id, decision, policy_version, detail, prev_hash, hash";
+
+/// The chain's last event: `(seq, hash)`, or `(0, GENESIS)` when empty.
+pub async fn head_in(tx: &mut Tx) -> Result<(i64, String), StoreError> {
+    let mut sql = tx.sql();
+    sql.push("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1");
+    Ok(tx
+        .fetch_optional(&sql)
+        .await?
+        .map_or_else(|| (0, GENESIS.to_owned()), |r| (r.int(0), r.text(1))))
+}
+
+/// The chain's last event, outside a transaction.
+pub async fn head(db: &Db) -> Result<(i64, String), StoreError> {
+    let mut sql = db.sql();
+    sql.push("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1");
+    Ok(db
+        .fetch_optional(&sql)
+        .await?
+        .map_or_else(|| (0, GENESIS.to_owned()), |r| (r.int(0), r.text(1))))
+}
+
+/// Appends events to the chain in the caller's transaction (they commit
+/// with it, or not at all) and counts them in the usage counters. Returns
+/// the last `(seq, hash)`.
+pub async fn append(tx: &mut Tx, events: &[NewEvent]) -> Result<(i64, String), StoreError> {
+    if tx.dialect() == Dialect::Postgres {
+        let mut sql = tx.sql();
+        sql.push("SELECT pg_advisory_xact_lock(")
+            .bind(AUDIT_LOCK)
+            .push(")");
+        tx.execute(&sql).await?;
+    }
+    let (mut seq, mut prev) = head_in(tx).await?;
+    for chunk in events.chunks(200) {
+        let mut sql = tx.sql();
+        sql.push("INSERT INTO audit_events (")
+            .push(COLUMNS)
+            .push(") VALUES ");
+        for (i, new) in chunk.iter().enumerate() {
+            seq += 1;
+            let event = Event {
+                seq,
+                at: new.at.clone(),
+                kind: new.kind.clone(),
+                principal_id: new.principal_id.clone(),
+                action: new.action.clone(),
+                resource_type: new.resource_type.clone(),
+                resource_id: new.resource_id.clone(),
+                partner_id: new.partner_id.clone(),
+                decision: new.decision.clone(),
+                policy_version: new.policy_version.clone(),
+                detail: new.detail.clone(),
+            };
+            let hash = event.hash(&prev);
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(")
+                .bind(seq)
+                .push(", ")
+                .bind(event.at)
+                .push(", ")
+                .bind(event.kind)
+                .push(", ")
+                .bind(event.principal_id)
+                .push(", ")
+                .bind(event.action)
+                .push(", ")
+                .bind(event.resource_type)
+                .push(", ")
+                .bind(event.resource_id)
+                .push(", ")
+                .bind(event.partner_id)
+                .push(", ")
+                .bind(event.decision)
+                .push(", ")
+                .bind(event.policy_version)
+                .push(", ")
+                .bind(event.detail)
+                .push(", ")
+                .bind(prev.as_str())
+                .push(", ")
+                .bind(hash.as_str())
+                .push(")");
+            prev = hash;
+        }
+        tx.execute(&sql).await?;
+    }
+    count_usage(tx, events).await?;
+    Ok((seq, prev))
+}
+
+/// Adds events to the usage counters: per principal (allows and denies),
+/// and per role and grant that matched an allow.
+async fn count_usage(tx: &mut Tx, events: &[NewEvent]) -> Result<(), StoreError> {
+    use std::collections::BTreeMap;
+    let mut deltas: BTreeMap<(&str, String), (i64, i64, &str)> = BTreeMap::new();
+    for event in events {
+        let allow = event.decision == "allow";
+        let mut bump = |kind: &'static str, name: String| {
+            let entry = deltas.entry((kind, name)).or_insert((0, 0, ""));
+            if allow {
+                entry.0 += 1;
+            } else {
+                entry.1 += 1;
+            }
+            if *entry.2 < *event.at.as_str() {
+                entry.2 = &event.at;
+            }
+        };
+        if let Some(principal) = &event.principal_id {
+            bump("principal", principal.clone());
+        }
+        if allow {
+            let mut roles: Vec<&str> = event
+                .matched
+                .iter()
+                .map(|g| g.split('#').next().unwrap_or(g))
+                .collect();
+            roles.dedup();
+            for role in roles {
+                bump("role", role.to_owned());
+            }
+            for grant in &event.matched {
+                bump("grant", grant.clone());
+            }
+        }
+    }
+    for ((kind, name), (allows, denies, last)) in deltas {
+        let mut sql = tx.sql();
+        sql.push("INSERT INTO usage_counters (kind, name, allows, denies, last_at) VALUES (")
+            .bind(kind)
+            .push(", ")
+            .bind(name)
+            .push(", ")
+            .bind(allows)
+            .push(", ")
+            .bind(denies)
+            .push(", ")
+            .bind(last)
+            .push(
+                ") ON CONFLICT (kind, name) DO UPDATE SET allows = usage_counters.allows + excluded.allows, \
+                 denies = usage_counters.denies + excluded.denies, \
+                 last_at = CASE WHEN excluded.last_at > usage_counters.last_at OR usage_counters.last_at IS NULL \
+                 THEN excluded.last_at ELSE usage_counters.last_at END",
+            );
+        tx.execute(&sql).await?;
+    }
+    Ok(())
+}
+
+fn stored_from_row(row: &Row) -> StoredEvent {
+    StoredEvent {
+        event: Event {
+            seq: row.int(0),
+            at: row.text(1),
+            kind: row.text(2),
+            principal_id: row.opt_text(3),
+            action: row.text(4),
+            resource_type: row.text(5),
+            resource_id: row.opt_text(6),
+            partner_id: row.opt_text(7),
+            decision: row.text(8),
+            policy_version: row.text(9),
+            detail: row.text(10),
+        },
+        prev_hash: row.text(11),
+        hash: row.text(12),
+    }
+}
+
+/// Events with seq greater than `after`, in seq order, at most `limit`
+/// (for verification and export).
+pub async fn events_after(
+    db: &Db,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut sql = db.sql();
+    sql.push("SELECT ")
+        .push(COLUMNS)
+        .push(" FROM audit_events WHERE seq > ")
+        .bind(after)
+        .push(" ORDER BY seq LIMIT ")
+        .bind(limit as i64);
+    Ok(db
+        .fetch_all(&sql)
+        .await?
+        .iter()
+        .map(stored_from_row)
+        .collect())
+}
+
+/// Filters of an audit query; all present must hold.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Principal id.
+    pub principal_id: Option<String>,
+    /// Partner id.
+    pub partner_id: Option<String>,
+    /// Resource type.
+    pub resource_type: Option<String>,
+    /// Resource id.
+    pub resource_id: Option<String>,
+    /// Action.
+    pub action: Option<String>,
+    /// `allow` or `deny`.
+    pub decision: Option<String>,
+    /// At or after.
+    pub since: Option<String>,
+    /// Before.
+    pub until: Option<String>,
+}
+
+/// Events matching `filter`, newest first, with seq below `before` (a
+/// cursor), at most `limit`.
+pub async fn list(
+    db: &Db,
+    filter: &AuditFilter,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut sql = db.sql();
+    sql.push("SELECT ")
+        .push(COLUMNS)
+        .push(" FROM audit_events WHERE 1 = 1");
+    let eq = |sql: &mut Sql, column: &str, value: &Option<String>| {
+        if let Some(value) = value {
+            sql.push(" AND ")
+                .push(column)
+                .push(" = ")
+                .bind(value.as_str());
+        }
+    };
+    eq(&mut sql, "principal_id", &filter.principal_id);
+    eq(&mut sql, "partner_id", &filter.partner_id);
+    eq(&mut sql, "resource_type", &filter.resource_type);
+    eq(&mut sql, "resource_id", &filter.resource_id);
+    eq(&mut sql, "action", &filter.action);
+    eq(&mut sql, "decision", &filter.decision);
+    if let Some(since) = &filter.since {
+        sql.push(" AND at >= ").bind(since.as_str());
+    }
+    if let Some(until) = &filter.until {
+        sql.push(" AND at < ").bind(until.as_str());
+    }
+    if let Some(before) = before {
+        sql.push(" AND seq < ").bind(before);
+    }
+    sql.push(" ORDER BY seq DESC LIMIT ").bind(limit as i64);
+    Ok(db
+        .fetch_all(&sql)
+        .await?
+        .iter()
+        .map(stored_from_row)
+        .collect())
+}
+
+/// Stores a checkpoint.
+pub async fn insert_checkpoint(tx: &mut Tx, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+    let mut sql = tx.sql();
+    sql.push("INSERT INTO audit_checkpoints (seq, hash, at, signature, public_key) VALUES (")
+        .bind(checkpoint.seq)
+        .push(", ")
+        .bind(checkpoint.hash.as_str())
+        .push(", ")
+        .bind(checkpoint.at.as_str())
+        .push(", ")
+        .bind(checkpoint.signature.as_str())
+        .push(", ")
+        .bind(checkpoint.public_key.as_str())
+        .push(") ON CONFLICT (seq) DO NOTHING");
+    tx.execute(&sql).await?;
+    Ok(())
+}
+
+/// Every checkpoint, by seq.
+pub async fn checkpoints(db: &Db) -> Result<Vec<Checkpoint>, StoreError> {
+    let mut sql = db.sql();
+    sql.push("SELECT seq, hash, at, signature, public_key FROM audit_checkpoints ORDER BY seq");
+    Ok(db
+        .fetch_all(&sql)
+        .await?
+        .iter()
+        .map(|r| Checkpoint {
+            seq: r.int(0),
+            hash: r.text(1),
+            at: r.text(2),
+            signature: r.text(3),
+            public_key: r.text(4),
+        })
+        .collect())
+}
+
+/// The last checkpoint's seq (0 when none).
+pub async fn last_checkpoint(db: &Db) -> Result<i64, StoreError> {
+    let mut sql = db.sql();
+    sql.push("SELECT seq FROM audit_checkpoints ORDER BY seq DESC LIMIT 1");
+    Ok(db.fetch_optional(&sql).await?.map_or(0, |r| r.int(0)))
+}
+
+/// One usage counter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// `principal`, `role` or `grant`.
+    pub kind: String,
+    /// Its id or name.
+    pub name: String,
+    /// Allowed decisions.
+    pub allows: i64,
+    /// Denied decisions.
+    pub denies: i64,
+    /// The last decision's time.
+    pub last_at: Option<String>,
+}
+
+/// Usage counters, optionally of one kind or one name.
+pub async fn usage(
+    db: &Db,
+    kind: Option<&str>,
+    name: Option<&str>,
+) -> Result<Vec<Usage>, StoreError> {
+    let mut sql = db.sql();
+    sql.push("SELECT kind, name, allows, denies, last_at FROM usage_counters WHERE 1 = 1");
+    if let Some(kind) = kind {
+        sql.push(" AND kind = ").bind(kind);
+    }
+    if let Some(name) = name {
+        sql.push(" AND name = ").bind(name);
+    }
+    sql.push(" ORDER BY kind, name");
+    Ok(db
+        .fetch_all(&sql)
+        .await?
+        .iter()
+        .map(|r| Usage {
+            kind: r.text(0),
+            name: r.text(1),
+            allows: r.int(2),
+            denies: r.int(3),
+            last_at: r.opt_text(4),
+        })
+        .collect())
+}
+
+/// Bulk-loads already chained events (for benchmarks and tests that need
+/// a long chain fast), in the caller's transaction.
+pub async fn insert_stored(tx: &mut Tx, events: &[StoredEvent]) -> Result<(), StoreError> {
+    for chunk in events.chunks(200) {
+        let mut sql = tx.sql();
+        sql.push("INSERT INTO audit_events (")
+            .push(COLUMNS)
+            .push(") VALUES ");
+        for (i, s) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            let e = &s.event;
+            sql.push("(");
+            let values: [Value; 13] = [
+                e.seq.into(),
+                e.at.clone().into(),
+                e.kind.clone().into(),
+                e.principal_id.clone().into(),
+                e.action.clone().into(),
+                e.resource_type.clone().into(),
+                e.resource_id.clone().into(),
+                e.partner_id.clone().into(),
+                e.decision.clone().into(),
+                e.policy_version.clone().into(),
+                e.detail.clone().into(),
+                s.prev_hash.clone().into(),
+                s.hash.clone().into(),
+            ];
+            for (j, value) in values.into_iter().enumerate() {
+                if j > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(value);
+            }
+            sql.push(")");
+        }
+        tx.execute(&sql).await?;
+    }
+    Ok(())
+}
