@@ -28,6 +28,9 @@ enum Command {
     Init(command::init::Args),
     /// Serve the HTTP API (`--demo` for demo data and a token per role)
     Serve(command::serve::Args),
+    /// Verify, export or follow the audit trail
+    #[command(subcommand)]
+    Audit(command::audit::Command),
     /// Work with policy files: check, lint, diff, explain, test
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => command::init::run(args),
         Command::Serve(args) => command::serve::run(args),
+        Command::Audit(command) => command::audit::run(command),
         Command::Policy(PolicyCommand::Check(args)) => command::check::run(args),
         Command::Policy(PolicyCommand::Lint(args)) => command::lint::run(args),
         Command::Policy(PolicyCommand::Diff(args)) => command::diff::run(args),

@@ -381,7 +381,23 @@ pub fn v1() -> axum::Router<AppState> {
     router
         .route(
             "/v1/me",
-            get(|Auth(caller): Auth| async move { Json(partnerdb_service::me::me(&caller)) }),
+            get(|State(state): State<AppState>, Auth(caller): Auth| async move {
+                let mut me = partnerdb_service::me::me(&caller);
+                me["usage"] = state.service.own_usage(&caller).await?;
+                Ok::<_, Problem>(Json(me))
+            }),
+        )
+        .route(
+            "/v1/audit",
+            get(|State(state): State<AppState>, Auth(caller): Auth, QueryPairs(params): QueryPairs| async move {
+                Ok::<_, Problem>(Json(state.service.audit_trail(&caller, &params).await?))
+            }),
+        )
+        .route(
+            "/v1/usage",
+            get(|State(state): State<AppState>, Auth(caller): Auth, QueryPairs(params): QueryPairs| async move {
+                Ok::<_, Problem>(Json(state.service.usage(&caller, &params).await?))
+            }),
         )
         .route(
             "/v1/metrics/partner-performance",

@@ -360,3 +360,70 @@ impl Service {
 pub fn record_decision_input(caller: &Caller, action: &str, record: &Record) -> Json {
     input(caller, action, record_input(record), caller.elevated)
 }
+
+/// Why a chain did not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The chain is broken here.
+    #[error("{0}")]
+    Broken(#[from] partnerdb_audit::Break),
+    /// The trail could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a verification found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Events verified.
+    pub events: i64,
+    /// The last event's hash.
+    pub head: String,
+    /// Checkpoints checked (stored and given).
+    pub checkpoints: usize,
+}
+
+/// Verifies the whole stored chain, its stored checkpoints and `given`
+/// ones (exported earlier), with signatures checked against `key` — or,
+/// without one, against the public key stored with each checkpoint (which
+/// catches edits, not an attacker who also replaced the checkpoints).
+/// `progress` is called with the last verified seq after every page.
+pub async fn verify(
+    db: &Db,
+    given: Vec<partnerdb_audit::Checkpoint>,
+    key: Option<&partnerdb_audit::PublicKey>,
+    mut progress: impl FnMut(i64),
+) -> Result<VerifyReport, VerifyError> {
+    let mut checkpoints = store::checkpoints(db).await?;
+    if key.is_none() {
+        for checkpoint in &checkpoints {
+            let own = partnerdb_audit::PublicKey::from_hex(&checkpoint.public_key);
+            if !own.is_some_and(|k| checkpoint.verify(&k)) {
+                return Err(partnerdb_audit::Break::Signature {
+                    seq: checkpoint.seq,
+                }
+                .into());
+            }
+        }
+    }
+    checkpoints.extend(given);
+    let count = checkpoints.len();
+    let mut verifier = partnerdb_audit::ChainVerifier::new(checkpoints, key);
+    let mut after = 0;
+    loop {
+        let page = store::events_after(db, after, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.event.seq;
+        for event in &page {
+            verifier.push(event)?;
+        }
+        progress(after);
+    }
+    let head = verifier.head().1.to_owned();
+    let events = verifier.finish()?;
+    Ok(VerifyReport {
+        events,
+        head,
+        checkpoints: count,
+    })
+}

@@ -18,6 +18,7 @@ pub mod me;
 pub mod metrics;
 pub mod principals;
 pub mod records;
+pub mod trail;
 
 use std::sync::Arc;
 

@@ -45,6 +45,17 @@ impl DataArgs {
         self.dir().join("audit-signing.key")
     }
 
+    /// Opens an existing database (it must exist) and migrates it.
+    pub async fn open_existing(&self) -> anyhow::Result<Db> {
+        if self.database_url.is_none() && !self.sqlite_path().exists() {
+            anyhow::bail!(
+                "no database at `{}`: give --data DIR or --database-url URL",
+                self.sqlite_path().display()
+            );
+        }
+        self.open().await
+    }
+
     /// Opens (creating the directory for SQLite) and migrates.
     pub async fn open(&self) -> anyhow::Result<Db> {
         if self.database_url.is_none() {

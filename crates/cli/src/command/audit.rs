@@ -1,0 +1,297 @@
+//! `partnerdb audit verify | export | checkpoints | tail`: check and read
+//! the tamper-evident trail from the database directly.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use partnerdb_audit::{Checkpoint, PublicKey};
+use partnerdb_service::audit::{VerifyError, verify};
+use partnerdb_store::audit as store;
+
+use super::data::{DataArgs, read_key};
+use crate::Outcome;
+
+/// Verify, export or follow the audit trail.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Verify the hash chain and its checkpoints; reports the first broken
+    /// link and exits 1 when anything is broken
+    Verify(VerifyArgs),
+    /// Export every event (JSON lines or CSV) to standard output or a file
+    Export(ExportArgs),
+    /// Export the signed checkpoints (JSON lines), to keep elsewhere
+    Checkpoints(CheckpointArgs),
+    /// Print the latest events, and new ones as they come with --follow
+    Tail(TailArgs),
+}
+
+/// `audit verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Checkpoints exported earlier (JSON lines) to check the chain against
+    #[arg(long, value_name = "FILE")]
+    checkpoints: Option<PathBuf>,
+    /// The public key checkpoints must be signed with (64 hex digits)
+    #[arg(long, value_name = "HEX", conflicts_with = "signing_key")]
+    public_key: Option<String>,
+    /// Take the public key from this signing key file [default: DIR/audit-signing.key if it exists]
+    #[arg(long, value_name = "PATH")]
+    signing_key: Option<PathBuf>,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// `audit export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Output format
+    #[arg(long, value_enum, default_value = "jsonl")]
+    format: Format,
+    /// Write here instead of standard output
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// `audit checkpoints`.
+#[derive(Debug, clap::Args)]
+pub struct CheckpointArgs {
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+/// `audit tail`.
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// How many of the latest events
+    #[arg(long, short = 'n', default_value_t = 20)]
+    lines: usize,
+    /// Keep printing new events
+    #[arg(long, short)]
+    follow: bool,
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    /// One JSON object a line.
+    Jsonl,
+    /// CSV with a header line.
+    Csv,
+}
+
+pub fn run(command: Command) -> anyhow::Result<Outcome> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        match command {
+            Command::Verify(args) => run_verify(args).await,
+            Command::Export(args) => run_export(args).await,
+            Command::Checkpoints(args) => run_checkpoints(args).await,
+            Command::Tail(args) => run_tail(args).await,
+        }
+    })
+}
+
+fn load_checkpoints(path: &PathBuf) -> anyhow::Result<Vec<Checkpoint>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read `{}`", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not a checkpoint", path.display(), i + 1))
+        })
+        .collect()
+}
+
+async fn run_verify(args: VerifyArgs) -> anyhow::Result<Outcome> {
+    let db = args.data.open_existing().await?;
+    let key = match (&args.public_key, &args.signing_key) {
+        (Some(hex), _) => {
+            Some(PublicKey::from_hex(hex).context("--public-key must be 64 hex digits")?)
+        }
+        (None, Some(path)) => Some(read_key(path)?.public()),
+        (None, None) => {
+            let default = args.data.default_key_path();
+            if args.data.database_url.is_none() && default.exists() {
+                Some(read_key(&default)?.public())
+            } else {
+                None
+            }
+        }
+    };
+    let given = match &args.checkpoints {
+        Some(path) => load_checkpoints(path)?,
+        None => Vec::new(),
+    };
+    let (total, _) = store::head(&db).await?;
+    let bar = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(u64::try_from(total).unwrap_or(0))
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "verifying {bar:40} {pos}/{len} events ({per_sec}, {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let result = verify(&db, given, key.as_ref(), |seq| {
+        bar.set_position(u64::try_from(seq).unwrap_or(0))
+    })
+    .await;
+    bar.finish_and_clear();
+    let key_note = if key.is_some() {
+        "against the given public key"
+    } else {
+        "against the public key stored with each checkpoint (give --public-key to check them against a key you keep)"
+    };
+    match result {
+        Ok(report) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "events": report.events, "head": report.head, "checkpoints": report.checkpoints})
+                );
+            } else {
+                println!(
+                    "ok: {} events chained, {} checkpoints verified {key_note}; head {}",
+                    report.events, report.checkpoints, report.head
+                );
+            }
+            Ok(Outcome::Clean)
+        }
+        Err(VerifyError::Broken(broken)) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "broken": broken.to_string()})
+                );
+            } else {
+                println!("BROKEN: {broken}");
+            }
+            Ok(Outcome::Findings)
+        }
+        Err(VerifyError::Store(error)) => Err(error.into()),
+    }
+}
+
+async fn run_export(args: ExportArgs) -> anyhow::Result<Outcome> {
+    let db = args.data.open_existing().await?;
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write `{}`", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    if let Format::Csv = args.format {
+        writeln!(
+            out,
+            "seq,at,kind,principal_id,action,resource_type,resource_id,partner_id,decision,policy_version,detail,prev_hash,hash"
+        )?;
+    }
+    let mut after = 0;
+    let mut count = 0;
+    loop {
+        let page = store::events_after(&db, after, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.event.seq;
+        for stored in &page {
+            match args.format {
+                Format::Jsonl => {
+                    serde_json::to_writer(&mut out, stored)?;
+                    writeln!(out)?;
+                }
+                Format::Csv => {
+                    let e = &stored.event;
+                    let fields = [
+                        e.seq.to_string(),
+                        e.at.clone(),
+                        e.kind.clone(),
+                        e.principal_id.clone().unwrap_or_default(),
+                        e.action.clone(),
+                        e.resource_type.clone(),
+                        e.resource_id.clone().unwrap_or_default(),
+                        e.partner_id.clone().unwrap_or_default(),
+                        e.decision.clone(),
+                        e.policy_version.clone(),
+                        e.detail.clone(),
+                        stored.prev_hash.clone(),
+                        stored.hash.clone(),
+                    ];
+                    let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+                    writeln!(out, "{}", line.join(","))?;
+                }
+            }
+            count += 1;
+        }
+    }
+    out.flush()?;
+    if args.output.is_some() {
+        eprintln!("exported {count} events");
+    }
+    Ok(Outcome::Clean)
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+async fn run_checkpoints(args: CheckpointArgs) -> anyhow::Result<Outcome> {
+    let db = args.data.open_existing().await?;
+    let mut out = std::io::stdout().lock();
+    for checkpoint in store::checkpoints(&db).await? {
+        serde_json::to_writer(&mut out, &checkpoint)?;
+        writeln!(out)?;
+    }
+    Ok(Outcome::Clean)
+}
+
+async fn run_tail(args: TailArgs) -> anyhow::Result<Outcome> {
+    if args.lines > 10_000 {
+        bail!("--lines is at most 10000");
+    }
+    let db = args.data.open_existing().await?;
+    let (head, _) = store::head(&db).await?;
+    let mut after = (head - args.lines as i64).max(0);
+    loop {
+        let page = store::events_after(&db, after, 1_000).await?;
+        for stored in &page {
+            let e = &stored.event;
+            println!(
+                "{:>8} {} {:<9} {:<5} {:<8} {}{} by {}",
+                e.seq,
+                e.at,
+                e.kind,
+                e.decision,
+                e.action,
+                e.resource_type,
+                e.resource_id
+                    .as_deref()
+                    .map(|id| format!(" {id}"))
+                    .unwrap_or_default(),
+                e.principal_id.as_deref().unwrap_or("system"),
+            );
+            after = e.seq;
+        }
+        if !args.follow {
+            return Ok(Outcome::Clean);
+        }
+        if page.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+}

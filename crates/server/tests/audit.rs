@@ -1,0 +1,643 @@
+//! The audit trail on both backends: every decision and change recorded
+//! with what replaying it needs; no personal data; tampering named
+//! precisely by verify; a truncated tail caught by exported checkpoints;
+//! an unwritable trail refusing requests; reading the trail with values
+//! masked by the reader's classes; usage counters.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use partnerdb_audit::Break;
+use partnerdb_service::audit::{VerifyError, verify};
+use partnerdb_testkit::{BACKENDS, TestApp, spawn};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+async fn events(app: &TestApp, query: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut path = format!("/v1/audit?limit=500{query}");
+    loop {
+        let page = app.get(&path, &app.admin_token).await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+        out.extend(page.body["items"].as_array().unwrap().iter().cloned());
+        match page.body["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/audit?limit=500{query}&cursor={cursor}"),
+            None => return out,
+        }
+    }
+}
+
+async fn sql(app: &TestApp, statement: &str) {
+    let mut tx = app.service.db().begin().await.unwrap();
+    let mut sql = tx.sql();
+    sql.push(statement);
+    tx.execute(&sql).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn verified(app: &TestApp, given: Vec<partnerdb_audit::Checkpoint>) -> Result<i64, Break> {
+    match verify(app.service.db(), given, Some(&app.key.public()), |_| {}).await {
+        Ok(report) => Ok(report.events),
+        Err(VerifyError::Broken(broken)) => Err(broken),
+        Err(VerifyError::Store(error)) => panic!("{error}"),
+    }
+}
+
+#[tokio::test]
+async fn decisions_and_changes_are_recorded_for_replay() {
+    let starter = partnerdb_policy::CompiledPolicy::compile(
+        partnerdb_policy::parse_policy(&partnerdb_policy::SourceFile::new(
+            "starter",
+            partnerdb_service::STARTER_POLICY,
+        ))
+        .unwrap(),
+    );
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let (pm, pm_token) = app
+            .principal("pm", &["partner_manager"], None, json!({"region": "emea"}))
+            .await;
+        let partner = app
+            .record(
+                "partners",
+                json!({"name": "Acme", "region": "emea", "owner": pm, "credit_limit": 100}),
+            )
+            .await;
+        let pid = partner["id"].as_str().unwrap();
+        let other = app
+            .record(
+                "partners",
+                json!({"name": "Other", "region": "apac", "owner": "x"}),
+            )
+            .await;
+        let oid = other["id"].as_str().unwrap();
+        let contact = app.record("contacts", json!({"partner_id": pid, "name": "Zelda Quartermaine", "email": "zelda@acme.example", "title": "CFO"})).await;
+        assert_eq!(
+            app.get(&format!("/v1/partners/{pid}"), &pm_token)
+                .await
+                .status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            app.get(&format!("/v1/partners/{oid}"), &pm_token)
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            app.patch(
+                &format!("/v1/partners/{pid}"),
+                &pm_token,
+                &json!({"credit_limit": 5})
+            )
+            .await
+            .status,
+            StatusCode::FORBIDDEN
+        );
+        let updated = app
+            .patch(
+                &format!("/v1/partners/{pid}"),
+                &app.admin_token,
+                &json!({"credit_limit": 900, "website": "https://acme.example"}),
+            )
+            .await;
+        assert_eq!(updated.status, StatusCode::OK);
+        assert_eq!(
+            app.patch(
+                &format!("/v1/contacts/{}", contact["id"].as_str().unwrap()),
+                &app.admin_token,
+                &json!({"phone": "+1 555 0100"})
+            )
+            .await
+            .status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            app.get("/v1/partners?limit=5", &pm_token).await.status,
+            StatusCode::OK
+        );
+
+        let all = events(&app, "").await;
+        // The chain starts with the policy and the first administrator.
+        let first = all.last().unwrap();
+        assert_eq!(
+            (first["seq"].as_i64(), first["kind"].as_str()),
+            (Some(1), Some("policy"))
+        );
+
+        // The manager's allowed read, with what replaying it needs.
+        let read = all
+            .iter()
+            .find(|e| {
+                e["action"] == "read" && e["resource_id"] == pid && e["principal_id"] == pm.as_str()
+            })
+            .unwrap();
+        assert_eq!(read["decision"], "allow");
+        assert_eq!(read["detail"]["request"]["route"], "/v1/partners/{id}");
+        assert_eq!(read["detail"]["request"]["method"], "GET");
+        assert!(
+            read["detail"]["request"]["id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty())
+        );
+        assert_eq!(
+            read["policy_version"],
+            app.service.policy_version().as_ref()
+        );
+        assert!(
+            read["detail"]["matched"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m == "partner_manager#0")
+        );
+        let mut out = Vec::new();
+        assert!(partnerdb_policy::batch::decide_line(
+            &starter,
+            &read["detail"]["input"].to_string(),
+            &mut out
+        ));
+        let replay: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            replay["decision"], "allow",
+            "{backend:?}: the recorded input replays to the same decision"
+        );
+        assert_eq!(replay["matched"], read["detail"]["matched"]);
+
+        // The denied read (404) and the refused write.
+        let denied = all
+            .iter()
+            .find(|e| e["resource_id"] == oid && e["principal_id"] == pm.as_str())
+            .unwrap();
+        assert_eq!(denied["decision"], "deny");
+        assert!(
+            denied["detail"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("partner_manager")
+        );
+        let refused = all
+            .iter()
+            .find(|e| e["action"] == "update" && e["decision"] == "deny")
+            .unwrap();
+        assert!(
+            refused["detail"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("credit_limit"),
+            "{refused}"
+        );
+
+        // The change: financial and general values before and after.
+        let change = all
+            .iter()
+            .find(|e| e["kind"] == "change" && e["action"] == "update" && e["resource_id"] == pid)
+            .unwrap();
+        let changes = change["detail"]["changes"].as_array().unwrap();
+        let credit = changes
+            .iter()
+            .find(|c| c["field"] == "credit_limit")
+            .unwrap();
+        assert_eq!(
+            (
+                credit["before"].as_i64(),
+                credit["after"].as_i64(),
+                credit["class"].as_str()
+            ),
+            (Some(100), Some(900), Some("financial"))
+        );
+        assert!(changes.iter().any(|c| c["field"] == "website"));
+        // Personal data: the field's name only.
+        let phone_change = all
+            .iter()
+            .find(|e| {
+                e["kind"] == "change" && e["resource_type"] == "contact" && e["action"] == "update"
+            })
+            .unwrap();
+        let phone = &phone_change["detail"]["changes"][0];
+        assert_eq!(
+            (phone["field"].as_str(), phone["class"].as_str()),
+            (Some("phone"), Some("pii"))
+        );
+        assert!(phone.get("after").is_none() && phone.get("before").is_none());
+        // Principal changes and the list.
+        assert!(
+            all.iter()
+                .any(|e| e["kind"] == "principal" && e["action"] == "create")
+        );
+        assert!(
+            all.iter()
+                .any(|e| e["kind"] == "principal" && e["detail"]["issued"] == true)
+        );
+        let list = all
+            .iter()
+            .find(|e| {
+                e["resource_type"] == "partner"
+                    && e["resource_id"].is_null()
+                    && e["principal_id"] == pm.as_str()
+            })
+            .unwrap();
+        assert_eq!(list["detail"]["list"]["returned"], 1);
+
+        // No personal data anywhere, in clear or hashed; no token.
+        let exported = partnerdb_store::audit::events_after(app.service.db(), 0, 100_000)
+            .await
+            .unwrap();
+        let text: String = exported
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}|{}",
+                    e.event.detail,
+                    e.event.resource_id.clone().unwrap_or_default()
+                )
+            })
+            .collect();
+        for secret in [
+            "Zelda",
+            "Quartermaine",
+            "zelda@acme.example",
+            "+1 555 0100",
+            &pm_token,
+            &app.admin_token,
+        ] {
+            assert!(
+                !text.contains(secret),
+                "{backend:?}: `{secret}` in the trail"
+            );
+            let hashed = partnerdb_service::auth::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+                secret.as_bytes(),
+            ));
+            assert!(
+                !text.contains(&hashed),
+                "{backend:?}: hash of `{secret}` in the trail"
+            );
+        }
+        assert_eq!(verified(&app, vec![]).await, Ok(exported.len() as i64));
+    }
+}
+
+#[tokio::test]
+async fn verify_names_every_kind_of_tampering() {
+    for backend in BACKENDS {
+        for tamper in ["edit", "delete", "insert", "reorder", "rewrite"] {
+            let Some(app) = spawn(backend).await else {
+                break;
+            };
+            for i in 0..6 {
+                app.record(
+                    "partners",
+                    json!({"name": format!("P{i}"), "region": "emea"}),
+                )
+                .await;
+            }
+            let (head, _) = partnerdb_store::audit::head(app.service.db())
+                .await
+                .unwrap();
+            assert!(head >= 8);
+            assert_eq!(verified(&app, vec![]).await, Ok(head), "{backend:?}");
+            let result = match tamper {
+                "edit" => {
+                    sql(
+                        &app,
+                        "UPDATE audit_events SET decision = 'deny' WHERE seq = 5",
+                    )
+                    .await;
+                    verified(&app, vec![]).await
+                }
+                "delete" => {
+                    sql(&app, "DELETE FROM audit_events WHERE seq = 4").await;
+                    verified(&app, vec![]).await
+                }
+                "insert" => {
+                    // Make room after 3 and insert a forged event there.
+                    for seq in (4..=head).rev() {
+                        sql(
+                            &app,
+                            &format!(
+                                "UPDATE audit_events SET seq = {} WHERE seq = {seq}",
+                                seq + 1
+                            ),
+                        )
+                        .await;
+                    }
+                    sql(&app, "INSERT INTO audit_events (seq, at, kind, principal_id, action, resource_type, resource_id, partner_id, decision, policy_version, detail, prev_hash, hash) \
+                               SELECT 4, at, kind, principal_id, 'export', resource_type, resource_id, partner_id, decision, policy_version, detail, hash, hash FROM audit_events WHERE seq = 3").await;
+                    verified(&app, vec![]).await
+                }
+                "reorder" => {
+                    sql(&app, "UPDATE audit_events SET seq = -1 WHERE seq = 4").await;
+                    sql(&app, "UPDATE audit_events SET seq = 4 WHERE seq = 5").await;
+                    sql(&app, "UPDATE audit_events SET seq = 5 WHERE seq = -1").await;
+                    verified(&app, vec![]).await
+                }
+                _ => {
+                    // A consistent rewrite of the whole chain from event 3:
+                    // only a checkpoint can tell.
+                    let mut cp_tx = app.service.db().begin().await.unwrap();
+                    let (seq, hash) = partnerdb_store::audit::head_in(&mut cp_tx).await.unwrap();
+                    let checkpoint = app.key.sign(seq, &hash, "2026-01-01T00:00:00.000000Z");
+                    partnerdb_store::audit::insert_checkpoint(&mut cp_tx, &checkpoint)
+                        .await
+                        .unwrap();
+                    cp_tx.commit().await.unwrap();
+                    let mut events =
+                        partnerdb_store::audit::events_after(app.service.db(), 0, 1000)
+                            .await
+                            .unwrap();
+                    let mut prev = events[1].hash.clone();
+                    for stored in events.iter_mut().skip(2) {
+                        stored.event.action = "export".into();
+                        stored.prev_hash = prev.clone();
+                        stored.hash = stored.event.hash(&prev);
+                        prev = stored.hash.clone();
+                    }
+                    sql(&app, "DELETE FROM audit_events WHERE seq >= 3").await;
+                    let mut tx = app.service.db().begin().await.unwrap();
+                    partnerdb_store::audit::insert_stored(&mut tx, &events[2..])
+                        .await
+                        .unwrap();
+                    tx.commit().await.unwrap();
+                    verified(&app, vec![]).await
+                }
+            };
+            let broken = result.expect_err(tamper);
+            match (tamper, &broken) {
+                ("edit", Break::Content { seq: 5, .. }) => {}
+                (
+                    "delete",
+                    Break::Sequence {
+                        previous: 3,
+                        expected: 4,
+                        found: 5,
+                    },
+                ) => {}
+                (
+                    "insert",
+                    Break::Content { seq: 4, .. }
+                    | Break::Link { seq: 4, .. }
+                    | Break::Link { seq: 5, .. },
+                ) => {}
+                ("reorder", Break::Link { seq: 4, .. }) => {}
+                ("rewrite", Break::Checkpoint { .. }) => {}
+                _ => panic!("{backend:?} {tamper}: unexpected {broken:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn exported_checkpoints_catch_a_truncated_tail() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        for i in 0..4 {
+            app.record(
+                "partners",
+                json!({"name": format!("P{i}"), "region": "emea"}),
+            )
+            .await;
+        }
+        // Sign a checkpoint of the head now (as the checkpointer would) and
+        // export it.
+        let mut tx = app.service.db().begin().await.unwrap();
+        let (seq, hash) = partnerdb_store::audit::head_in(&mut tx).await.unwrap();
+        let checkpoint = app.key.sign(seq, &hash, "2026-01-01T00:00:00.000000Z");
+        partnerdb_store::audit::insert_checkpoint(&mut tx, &checkpoint)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let exported = partnerdb_store::audit::checkpoints(app.service.db())
+            .await
+            .unwrap();
+        assert!(exported.iter().any(|c| c.seq == seq));
+        assert_eq!(verified(&app, exported.clone()).await, Ok(seq));
+        // Someone removes the last two events and every checkpoint from the
+        // database.
+        sql(
+            &app,
+            &format!("DELETE FROM audit_events WHERE seq > {}", seq - 2),
+        )
+        .await;
+        sql(&app, "DELETE FROM audit_checkpoints").await;
+        assert_eq!(
+            verified(&app, vec![]).await,
+            Ok(seq - 2),
+            "{backend:?}: the database alone cannot tell"
+        );
+        assert_eq!(
+            verified(&app, exported).await,
+            Err(Break::Truncated { last: seq - 2, seq }),
+            "{backend:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_checkpointer_signs_the_head() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        // The test server signs every 50 events or 500 ms.
+        for i in 0..3 {
+            app.record(
+                "partners",
+                json!({"name": format!("P{i}"), "region": "emea"}),
+            )
+            .await;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let checkpoints = partnerdb_store::audit::checkpoints(app.service.db())
+                .await
+                .unwrap();
+            if let Some(last) = checkpoints.last() {
+                assert!(last.verify(&app.key.public()));
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{backend:?}: no checkpoint signed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unwritable_trail_refuses_requests() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let partner = app
+            .record("partners", json!({"name": "A", "region": "emea"}))
+            .await;
+        let pid = partner["id"].as_str().unwrap();
+        match backend {
+            partnerdb_testkit::Backend::Sqlite => {
+                sql(&app, "CREATE TRIGGER audit_stop BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'trail unwritable'); END").await;
+            }
+            partnerdb_testkit::Backend::Postgres => {
+                sql(
+                    &app,
+                    "ALTER TABLE audit_events ADD CONSTRAINT audit_stop CHECK (seq < 0) NOT VALID",
+                )
+                .await;
+            }
+        }
+        let read = app
+            .get(&format!("/v1/partners/{pid}"), &app.admin_token)
+            .await;
+        assert_eq!(
+            read.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{backend:?} {:?}",
+            read.body
+        );
+        assert_eq!(read.body["code"], "audit_unavailable");
+        assert!(read.body.get("name").is_none(), "no data served unrecorded");
+        let created = app
+            .post(
+                "/v1/partners",
+                &app.admin_token,
+                &json!({"name": "B", "region": "emea"}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::SERVICE_UNAVAILABLE);
+        let updated = app
+            .patch(
+                &format!("/v1/partners/{pid}"),
+                &app.admin_token,
+                &json!({"name": "A2"}),
+            )
+            .await;
+        assert_eq!(updated.status, StatusCode::SERVICE_UNAVAILABLE);
+        // Nothing changed.
+        match backend {
+            partnerdb_testkit::Backend::Sqlite => sql(&app, "DROP TRIGGER audit_stop").await,
+            partnerdb_testkit::Backend::Postgres => {
+                sql(&app, "ALTER TABLE audit_events DROP CONSTRAINT audit_stop").await
+            }
+        }
+        let mut sql_read = app.service.db().sql();
+        sql_read.push("SELECT COUNT(*), MAX(name) FROM partners");
+        let row = app
+            .service
+            .db()
+            .fetch_all(&sql_read)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            (row.int(0), row.text(1)),
+            (1, "A".to_owned()),
+            "{backend:?}"
+        );
+        assert_eq!(
+            app.get(&format!("/v1/partners/{pid}"), &app.admin_token)
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test]
+async fn reading_the_trail_masks_values_and_needs_audit_read() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let partner = app
+            .record(
+                "partners",
+                json!({"name": "A", "region": "emea", "credit_limit": 100}),
+            )
+            .await;
+        app.patch(
+            &format!("/v1/partners/{}", partner["id"].as_str().unwrap()),
+            &app.admin_token,
+            &json!({"credit_limit": 250}),
+        )
+        .await;
+        let (_, auditor) = app.principal("aud", &["auditor"], None, json!({})).await;
+        let (_, pm) = app
+            .principal("pm", &["partner_manager"], None, json!({}))
+            .await;
+        assert_eq!(
+            app.get("/v1/audit", &pm).await.status,
+            StatusCode::FORBIDDEN
+        );
+        let page = app
+            .get(
+                "/v1/audit?resource=partner&action=update&decision=allow",
+                &auditor,
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+        let change = &page.body["items"][0]["detail"]["changes"][0];
+        assert_eq!(change["field"], "credit_limit");
+        assert!(
+            change.get("after").is_none(),
+            "{backend:?}: the auditor may not read partner financials"
+        );
+        let admin_view = app
+            .get(
+                "/v1/audit?resource=partner&action=update&decision=allow",
+                &app.admin_token,
+            )
+            .await;
+        assert_eq!(
+            admin_view.body["items"][0]["detail"]["changes"][0]["after"],
+            250
+        );
+        // Filters, and cursors bound to them.
+        let creates = app
+            .get(
+                "/v1/audit?resource=partner&action=create&limit=1",
+                &app.admin_token,
+            )
+            .await;
+        assert_eq!(creates.body["items"][0]["action"], "create");
+        let cursor = creates.body["next_cursor"].as_str().map(str::to_owned);
+        if let Some(cursor) = cursor {
+            let other = app
+                .get(
+                    &format!("/v1/audit?resource=contact&limit=1&cursor={cursor}"),
+                    &app.admin_token,
+                )
+                .await;
+            assert_eq!(other.body["code"], "invalid_cursor");
+        }
+        // Usage counters.
+        let usage = app.get("/v1/usage?kind=grant", &auditor).await;
+        assert!(
+            usage.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|u| u["name"] == "admin#0" && u["allows"].as_i64().unwrap() > 0),
+            "{backend:?}"
+        );
+        let me = app.get("/v1/me", &auditor).await;
+        assert!(me.body["usage"]["allows"].as_i64().unwrap() >= 1);
+        let _ = app
+            .request(
+                Method::GET,
+                "/v1/usage?kind=nothing",
+                Some(&auditor),
+                None,
+                &[],
+            )
+            .await;
+    }
+}

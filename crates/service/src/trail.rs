@@ -1,0 +1,306 @@
+//! Reading the audit trail (`/v1/audit`) and usage (`/v1/usage`), for
+//! principals holding `audit:read`. Changed values are shown only in the
+//! classes the reader may read on the record as it was recorded.
+
+use partnerdb_policy::{Action, NoAttributes, Request, Resource, ResourceType};
+use partnerdb_store::Value;
+use partnerdb_store::audit::{self as store, AuditFilter};
+use partnerdb_store::records::After;
+use serde_json::{Value as Json, json};
+
+use crate::Service;
+use crate::audit::Draft;
+use crate::auth::Caller;
+use crate::error::ServiceError;
+
+/// Most events in one page.
+pub const MAX_AUDIT_PAGE: usize = 500;
+
+impl Service {
+    async fn decide_audit(&self, caller: &Caller, what: &str) -> Result<(), ServiceError> {
+        let request = Request {
+            principal: caller.engine(),
+            action: Action::Read,
+            resource: Resource {
+                kind: ResourceType::Audit,
+                id: what,
+                partner_id: None,
+                owner: None,
+                attrs: &NoAttributes,
+            },
+            elevated: caller.elevated,
+        };
+        let decision = caller.policy.decide(&request);
+        let reason = caller.policy.deny_reason(&request, &decision);
+        let event = self.event(
+            caller,
+            Draft {
+                kind: "decision",
+                action: "read",
+                resource_type: "audit",
+                resource_id: Some(what),
+                partner_id: None,
+                decision: &decision,
+                reason,
+                input: crate::audit::input(
+                    caller,
+                    "read",
+                    json!({"type": "audit", "id": what}),
+                    caller.elevated,
+                ),
+                extra: json!({}),
+            },
+        );
+        self.record(event).await?;
+        if decision.allowed {
+            Ok(())
+        } else {
+            Err(ServiceError::forbidden(
+                "forbidden",
+                "your roles do not allow audit:read",
+            ))
+        }
+    }
+
+    /// A page of the trail, newest first. Parameters: `principal`,
+    /// `partner`, `resource`, `resource_id`, `action`, `decision`, `since`,
+    /// `until` (RFC 3339), `limit`, `cursor`.
+    pub async fn audit_trail(
+        &self,
+        caller: &Caller,
+        params: &[(String, String)],
+    ) -> Result<Json, ServiceError> {
+        self.decide_audit(caller, "trail").await?;
+        let mut filter = AuditFilter::default();
+        let mut limit = 100;
+        let mut cursor = None;
+        let mut canonical = Vec::new();
+        for (name, value) in params {
+            if value.len() > 200 {
+                return Err(ServiceError::invalid(
+                    "value_too_long",
+                    name.as_str(),
+                    "values are limited to 200 bytes",
+                ));
+            }
+            let time = |v: &str| {
+                crate::codec::normalize_timestamp(v).ok_or_else(|| {
+                    ServiceError::invalid(
+                        "invalid_value",
+                        name.as_str(),
+                        format!("`{name}` must be an RFC 3339 time"),
+                    )
+                })
+            };
+            match name.as_str() {
+                "principal" => filter.principal_id = Some(value.clone()),
+                "partner" => filter.partner_id = Some(value.clone()),
+                "resource" => {
+                    if ResourceType::parse(value).is_none() {
+                        return Err(ServiceError::invalid(
+                            "invalid_value",
+                            "resource",
+                            format!("no resource type `{value}`"),
+                        ));
+                    }
+                    filter.resource_type = Some(value.clone());
+                }
+                "resource_id" => filter.resource_id = Some(value.clone()),
+                "action" => filter.action = Some(value.clone()),
+                "decision" => {
+                    if value != "allow" && value != "deny" {
+                        return Err(ServiceError::invalid(
+                            "invalid_value",
+                            "decision",
+                            "`decision` is allow or deny",
+                        ));
+                    }
+                    filter.decision = Some(value.clone());
+                }
+                "since" => filter.since = Some(time(value)?),
+                "until" => filter.until = Some(time(value)?),
+                "limit" => {
+                    limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_AUDIT_PAGE).contains(n))
+                        .ok_or_else(|| {
+                            ServiceError::invalid(
+                                "invalid_limit",
+                                "limit",
+                                format!("`limit` must be a number from 1 to {MAX_AUDIT_PAGE}"),
+                            )
+                        })?;
+                }
+                "cursor" => {
+                    cursor = Some(value.clone());
+                    continue;
+                }
+                _ => {
+                    return Err(ServiceError::invalid(
+                        "unknown_parameter",
+                        name.as_str(),
+                        format!("unknown query parameter `{name}`"),
+                    ));
+                }
+            }
+            canonical.push(format!("{name}={value}"));
+        }
+        canonical.sort();
+        let binding = format!("{}|audit|{}", caller.principal.id, canonical.join("&"));
+        let before = match cursor {
+            Some(cursor) => Some(
+                self.cursors()
+                    .check(&cursor, &binding)
+                    .and_then(|after| after.value.as_int())
+                    .ok_or_else(|| {
+                        ServiceError::invalid("invalid_cursor", "cursor", "the cursor is invalid or was issued for other filters or another principal")
+                    })?,
+            ),
+            None => None,
+        };
+        let events = store::list(self.db(), &filter, before, limit + 1).await?;
+        let more = events.len() > limit;
+        let items: Vec<Json> = events
+            .iter()
+            .take(limit)
+            .map(|e| self.show_event(caller, e))
+            .collect();
+        let next_cursor = match events.get(limit.saturating_sub(1)) {
+            Some(last) if more => Some(self.cursors().issue(
+                &After {
+                    value: Value::Int(last.event.seq),
+                    id: String::new(),
+                },
+                &binding,
+            )),
+            _ => None,
+        };
+        Ok(json!({"items": items, "next_cursor": next_cursor}))
+    }
+
+    /// An event as `caller` may see it: changed values of classes it may
+    /// not read on the recorded record are dropped (field names stay).
+    fn show_event(&self, caller: &Caller, stored: &partnerdb_audit::StoredEvent) -> Json {
+        let event = &stored.event;
+        let mut detail: Json = serde_json::from_str(&event.detail).unwrap_or(Json::Null);
+        if let Some(changes) = detail.get_mut("changes").and_then(Json::as_array_mut) {
+            let visible = readable_classes(caller, &detail_input_resource(&event.detail));
+            for change in changes.iter_mut() {
+                let class = change["class"].as_str().unwrap_or("").to_owned();
+                if !visible.iter().any(|c| *c == class)
+                    && let Some(object) = change.as_object_mut()
+                {
+                    object.remove("before");
+                    object.remove("after");
+                    object.insert("values".into(), Json::from("hidden: not readable by you"));
+                }
+            }
+        }
+        json!({
+            "seq": event.seq,
+            "at": event.at,
+            "kind": event.kind,
+            "principal_id": event.principal_id,
+            "action": event.action,
+            "resource_type": event.resource_type,
+            "resource_id": event.resource_id,
+            "partner_id": event.partner_id,
+            "decision": event.decision,
+            "policy_version": event.policy_version,
+            "detail": detail,
+            "hash": stored.hash,
+            "prev_hash": stored.prev_hash,
+        })
+    }
+
+    /// Usage counters: `kind` (`principal`, `role`, `grant`) optional.
+    pub async fn usage(
+        &self,
+        caller: &Caller,
+        params: &[(String, String)],
+    ) -> Result<Json, ServiceError> {
+        self.decide_audit(caller, "usage").await?;
+        let mut kind = None;
+        for (name, value) in params {
+            match name.as_str() {
+                "kind" if ["principal", "role", "grant"].contains(&value.as_str()) => {
+                    kind = Some(value.as_str())
+                }
+                "kind" => {
+                    return Err(ServiceError::invalid(
+                        "invalid_value",
+                        "kind",
+                        "`kind` is principal, role or grant",
+                    ));
+                }
+                _ => {
+                    return Err(ServiceError::invalid(
+                        "unknown_parameter",
+                        name.as_str(),
+                        format!("unknown query parameter `{name}`"),
+                    ));
+                }
+            }
+        }
+        let rows = store::usage(self.db(), kind, None).await?;
+        Ok(json!({"items": rows.iter().map(usage_json).collect::<Vec<_>>()}))
+    }
+
+    /// The caller's own usage counter (for `/v1/me`).
+    pub async fn own_usage(&self, caller: &Caller) -> Result<Json, ServiceError> {
+        let rows = store::usage(self.db(), Some("principal"), Some(&caller.principal.id)).await?;
+        Ok(rows.first().map_or(
+            json!({"allows": 0, "denies": 0, "last_at": null}),
+            usage_json,
+        ))
+    }
+}
+
+fn usage_json(u: &store::Usage) -> Json {
+    json!({"kind": u.kind, "name": u.name, "allows": u.allows, "denies": u.denies, "last_at": u.last_at})
+}
+
+fn detail_input_resource(detail: &str) -> Json {
+    serde_json::from_str::<Json>(detail)
+        .ok()
+        .map(|d| d["input"]["resource"].clone())
+        .unwrap_or(Json::Null)
+}
+
+/// The classes `caller` may read on a resource recorded in an event.
+fn readable_classes(caller: &Caller, resource: &Json) -> Vec<&'static str> {
+    let Some(kind) = resource["type"].as_str().and_then(ResourceType::parse) else {
+        return Vec::new();
+    };
+    let attrs: Vec<(String, String)> = resource["attrs"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let request = Request {
+        principal: caller.engine(),
+        action: Action::Read,
+        resource: Resource {
+            kind,
+            id: resource["id"].as_str().unwrap_or(""),
+            partner_id: resource["partner_id"].as_str(),
+            owner: resource["owner"].as_str(),
+            attrs: &attrs,
+        },
+        elevated: false,
+    };
+    let decision = caller.policy.decide(&request);
+    if decision.allowed {
+        decision
+            .fields
+            .in_schema_order(kind)
+            .map(|c| c.name())
+            .collect()
+    } else {
+        Vec::new()
+    }
+}
