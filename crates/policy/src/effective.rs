@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::model::{Condition, Grant, Role, Scope};
-use crate::schema::{FieldSet, Permission};
+use crate::model::{Condition, Grant, Policy, Role, Scope};
+use crate::schema::{Action, FieldSet, Permission, ResourceType};
 
 /// Which records of a permission's type a role reaches.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -106,4 +106,19 @@ impl Effective {
                 .any(|((p, r), f)| p == permission && r.includes(reach) && fields.is_subset(*f))
         })
     }
+}
+
+/// The roles that hold `policy:apply`: a principal bound to one of them is
+/// an administrator (R13).
+pub fn administrator_roles(policy: &Policy) -> BTreeSet<&str> {
+    let apply = Permission {
+        resource: ResourceType::Policy,
+        action: Action::Apply,
+    };
+    policy
+        .roles
+        .iter()
+        .filter(|role| Effective::of_role(role).holds(apply))
+        .map(|role| role.name.as_str())
+        .collect()
 }

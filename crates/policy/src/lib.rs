@@ -15,6 +15,7 @@ pub mod effective;
 pub mod engine;
 pub mod explain;
 pub mod lint;
+pub mod lint_usage;
 pub mod model;
 pub mod parse;
 mod reader;

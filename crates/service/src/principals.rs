@@ -91,17 +91,7 @@ pub fn administrators<'a>(
     policy: &CompiledPolicy,
     bindings: impl IntoIterator<Item = (&'a String, &'a Vec<String>)>,
 ) -> BTreeSet<String> {
-    let apply = Permission {
-        resource: ResourceType::Policy,
-        action: Action::Apply,
-    };
-    let admin_roles: BTreeSet<&str> = policy
-        .policy()
-        .roles
-        .iter()
-        .filter(|role| Effective::of_role(role).holds(apply))
-        .map(|role| role.name.as_str())
-        .collect();
+    let admin_roles = partnerdb_policy::effective::administrator_roles(policy.policy());
     bindings
         .into_iter()
         .filter(|(_, roles)| roles.iter().any(|r| admin_roles.contains(r.as_str())))

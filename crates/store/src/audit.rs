@@ -342,6 +342,13 @@ pub async fn last_checkpoint(db: &Db) -> Result<i64, StoreError> {
     Ok(db.fetch_optional(&sql).await?.map_or(0, |r| r.int(0)))
 }
 
+/// The first event's time (the trail's beginning), if any.
+pub async fn first_event_at(db: &Db) -> Result<Option<String>, StoreError> {
+    let mut sql = db.sql();
+    sql.push("SELECT at FROM audit_events ORDER BY seq LIMIT 1");
+    Ok(db.fetch_optional(&sql).await?.map(|r| r.text(0)))
+}
+
 /// One usage counter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Usage {
