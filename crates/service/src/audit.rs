@@ -409,15 +409,48 @@ pub async fn verify(
     checkpoints.extend(given);
     let count = checkpoints.len();
     let mut verifier = partnerdb_audit::ChainVerifier::new(checkpoints, key);
-    let mut after = 0;
+    // The chain is read in slices up to the head seen now (after the
+    // checkpoints, so none lies beyond it), a few slices ahead in parallel
+    // while the current one is hashed.
+    const SLICE: i64 = 10_000;
+    const AHEAD: usize = 4;
+    let (last_seq, _) = store::head(db).await?;
+    let mut pending = std::collections::VecDeque::new();
+    let mut next = 0;
     loop {
-        let page = store::events_after(db, after, 10_000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.event.seq;
-        for event in &page {
+        while pending.len() < AHEAD && next < last_seq {
+            let (db, after, through) = (db.clone(), next, (next + SLICE).min(last_seq));
+            let task =
+                tokio::spawn(async move { store::events_between(&db, after, through).await });
+            pending.push_back((through, task));
+            next = through;
+        }
+        let Some((through, slice)) = pending.pop_front() else {
+            break;
+        };
+        let slice = match slice.await {
+            Ok(slice) => slice?,
+            Err(panicked) => std::panic::resume_unwind(panicked.into_panic()),
+        };
+        if slice.is_empty() {
+            // A whole slice is missing (the chain is broken here): go on
+            // from the next event there is, so that a tampered huge seq
+            // costs one query, not a walk through empty slices.
+            for (_, task) in pending.drain(..) {
+                task.abort();
+            }
+            match store::events_after(db, through, 1).await?.first() {
+                Some(event) => next = event.event.seq - 1,
+                None => break,
+            }
+            continue;
+        }
+        for event in &slice {
             verifier.push(event)?;
         }
-        progress(after);
+        if let Some(last) = slice.last() {
+            progress(last.event.seq);
+        }
     }
     let head = verifier.head().1.to_owned();
     let events = verifier.finish()?;

@@ -169,46 +169,56 @@ async fn count_usage(tx: &mut Tx, events: &[NewEvent]) -> Result<(), StoreError>
             }
         }
     }
-    for ((kind, name), (allows, denies, last)) in deltas {
+    // One multi-row upsert per chunk: the keys are distinct (a map), so no
+    // statement touches a row twice.
+    let deltas: Vec<_> = deltas.into_iter().collect();
+    for chunk in deltas.chunks(200) {
         let mut sql = tx.sql();
-        sql.push("INSERT INTO usage_counters (kind, name, allows, denies, last_at) VALUES (")
-            .bind(kind)
-            .push(", ")
-            .bind(name)
-            .push(", ")
-            .bind(allows)
-            .push(", ")
-            .bind(denies)
-            .push(", ")
-            .bind(last)
-            .push(
-                ") ON CONFLICT (kind, name) DO UPDATE SET allows = usage_counters.allows + excluded.allows, \
-                 denies = usage_counters.denies + excluded.denies, \
-                 last_at = CASE WHEN excluded.last_at > usage_counters.last_at OR usage_counters.last_at IS NULL \
-                 THEN excluded.last_at ELSE usage_counters.last_at END",
-            );
+        sql.push("INSERT INTO usage_counters (kind, name, allows, denies, last_at) VALUES ");
+        for (i, ((kind, name), (allows, denies, last))) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(")
+                .bind(*kind)
+                .push(", ")
+                .bind(name.as_str())
+                .push(", ")
+                .bind(*allows)
+                .push(", ")
+                .bind(*denies)
+                .push(", ")
+                .bind(*last)
+                .push(")");
+        }
+        sql.push(
+            " ON CONFLICT (kind, name) DO UPDATE SET allows = usage_counters.allows + excluded.allows, \
+             denies = usage_counters.denies + excluded.denies, \
+             last_at = CASE WHEN excluded.last_at > usage_counters.last_at OR usage_counters.last_at IS NULL \
+             THEN excluded.last_at ELSE usage_counters.last_at END",
+        );
         tx.execute(&sql).await?;
     }
     Ok(())
 }
 
-fn stored_from_row(row: &Row) -> StoredEvent {
+fn stored_from_row(mut row: Row) -> StoredEvent {
     StoredEvent {
         event: Event {
             seq: row.int(0),
-            at: row.text(1),
-            kind: row.text(2),
-            principal_id: row.opt_text(3),
-            action: row.text(4),
-            resource_type: row.text(5),
-            resource_id: row.opt_text(6),
-            partner_id: row.opt_text(7),
-            decision: row.text(8),
-            policy_version: row.text(9),
-            detail: row.text(10),
+            at: row.take_text(1),
+            kind: row.take_text(2),
+            principal_id: row.take_opt_text(3),
+            action: row.take_text(4),
+            resource_type: row.take_text(5),
+            resource_id: row.take_opt_text(6),
+            partner_id: row.take_opt_text(7),
+            decision: row.take_text(8),
+            policy_version: row.take_text(9),
+            detail: row.take_text(10),
         },
-        prev_hash: row.text(11),
-        hash: row.text(12),
+        prev_hash: row.take_text(11),
+        hash: row.take_text(12),
     }
 }
 
@@ -229,7 +239,30 @@ pub async fn events_after(
     Ok(db
         .fetch_all(&sql)
         .await?
-        .iter()
+        .into_iter()
+        .map(stored_from_row)
+        .collect())
+}
+
+/// Events with `after < seq <= through`, in seq order (one slice of a
+/// verification; slices are read in parallel).
+pub async fn events_between(
+    db: &Db,
+    after: i64,
+    through: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut sql = db.sql();
+    sql.push("SELECT ")
+        .push(COLUMNS)
+        .push(" FROM audit_events WHERE seq > ")
+        .bind(after)
+        .push(" AND seq <= ")
+        .bind(through)
+        .push(" ORDER BY seq");
+    Ok(db
+        .fetch_all(&sql)
+        .await?
+        .into_iter()
         .map(stored_from_row)
         .collect())
 }
@@ -294,7 +327,7 @@ pub async fn list(
     Ok(db
         .fetch_all(&sql)
         .await?
-        .iter()
+        .into_iter()
         .map(stored_from_row)
         .collect())
 }

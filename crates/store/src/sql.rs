@@ -101,6 +101,19 @@ impl Row {
         self.get(i).as_text().map(str::to_owned)
     }
 
+    /// Takes text value `i` out of the row (empty if absent), leaving NULL.
+    pub fn take_text(&mut self, i: usize) -> String {
+        self.take_opt_text(i).unwrap_or_default()
+    }
+
+    /// Takes optional text value `i` out of the row, leaving NULL.
+    pub fn take_opt_text(&mut self, i: usize) -> Option<String> {
+        match self.0.get_mut(i).map(|v| std::mem::replace(v, Value::Null)) {
+            Some(Value::Text(text)) => Some(text),
+            _ => None,
+        }
+    }
+
     /// Integer value `i` (0 if absent).
     pub fn int(&self, i: usize) -> i64 {
         self.get(i).as_int().unwrap_or(0)
@@ -204,12 +217,18 @@ fn decode_sqlite(row: &SqliteRow) -> Result<Row, sqlx::Error> {
             out.push(Value::Null);
             continue;
         }
-        let type_name = raw.type_info().name().to_ascii_uppercase();
-        out.push(match type_name.as_str() {
-            "INTEGER" | "BIGINT" | "INT" | "BOOLEAN" => Value::Int(row.try_get::<i64, _>(i)?),
-            "REAL" => Value::Int(row.try_get::<f64, _>(i)? as i64),
-            _ => Value::Text(row.try_get::<String, _>(i)?),
-        });
+        let type_name = raw.type_info();
+        let type_name = type_name.name();
+        let is = |name: &str| type_name.eq_ignore_ascii_case(name);
+        out.push(
+            if is("INTEGER") || is("BIGINT") || is("INT") || is("BOOLEAN") {
+                Value::Int(row.try_get::<i64, _>(i)?)
+            } else if is("REAL") {
+                Value::Int(row.try_get::<f64, _>(i)? as i64)
+            } else {
+                Value::Text(row.try_get::<String, _>(i)?)
+            },
+        );
     }
     Ok(Row(out))
 }
@@ -295,10 +314,19 @@ impl Db {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory");
+        // The one writer keeps a larger page cache (32 MiB): the audit
+        // trail's indexes are written with every batch.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(connect.clone())
+            .connect_with(
+                connect
+                    .clone()
+                    .pragma("cache_size", "-32768")
+                    .pragma("wal_autocheckpoint", "16384")
+                    .pragma("journal_size_limit", "67108864"),
+            )
             .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
