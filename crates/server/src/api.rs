@@ -202,6 +202,60 @@ pub fn operations() -> Vec<Operation> {
             "rotate_credential",
             "Replace a credential by a new token",
         ),
+        (
+            "GET",
+            "/v1/contracts/{id}/change-requests",
+            "list_contract_change_requests",
+            "List a contract's change requests",
+        ),
+        (
+            "POST",
+            "/v1/contracts/{id}/change-requests",
+            "propose_change",
+            "Propose new terms for a contract (contract:propose); the contract keeps its terms until approved",
+        ),
+        (
+            "GET",
+            "/v1/change-requests",
+            "list_change_requests",
+            "List change requests on contracts the caller may read (status, contract, after, limit)",
+        ),
+        (
+            "GET",
+            "/v1/change-requests/{id}",
+            "get_change_request",
+            "Read a change request with its field-by-field diff",
+        ),
+        (
+            "POST",
+            "/v1/change-requests/{id}/approve",
+            "approve_change",
+            "Approve and apply (contract:approve; never by the proposer; refused when stale)",
+        ),
+        (
+            "POST",
+            "/v1/change-requests/{id}/reject",
+            "reject_change",
+            "Reject with a reason (contract:reject; never by the proposer)",
+        ),
+        (
+            "POST",
+            "/v1/change-requests/{id}/withdraw",
+            "withdraw_change",
+            "Withdraw (the proposer only)",
+        ),
+        (
+            "GET",
+            "/v1/audit",
+            "audit_trail",
+            "The audit trail, newest first (audit:read; filters, cursor)",
+        ),
+        (
+            "GET",
+            "/v1/usage",
+            "usage",
+            "Decision counts and last use per principal, role and grant (audit:read)",
+        ),
     ];
     for (method, path, id, summary) in other {
         add(
@@ -385,6 +439,52 @@ pub fn v1() -> axum::Router<AppState> {
                 let mut me = partnerdb_service::me::me(&caller);
                 me["usage"] = state.service.own_usage(&caller).await?;
                 Ok::<_, Problem>(Json(me))
+            }),
+        )
+        .route(
+            "/v1/contracts/{id}/change-requests",
+            get(|State(state): State<AppState>, Auth(caller): Auth, Path(id): Path<String>, QueryPairs(params): QueryPairs| async move {
+                check_id(&id)?;
+                Ok::<_, Problem>(Json(state.service.list_changes(&caller, &params, Some(&id)).await?))
+            })
+            .post(|State(state): State<AppState>, Auth(caller): Auth, Path(id): Path<String>, body: JsonBody| async move {
+                check_id(&id)?;
+                let request = state.service.propose_change(&caller, &id, &body.value).await?;
+                Ok::<_, Problem>((StatusCode::CREATED, Json(request)))
+            }),
+        )
+        .route(
+            "/v1/change-requests",
+            get(|State(state): State<AppState>, Auth(caller): Auth, QueryPairs(params): QueryPairs| async move {
+                Ok::<_, Problem>(Json(state.service.list_changes(&caller, &params, None).await?))
+            }),
+        )
+        .route(
+            "/v1/change-requests/{id}",
+            get(|State(state): State<AppState>, Auth(caller): Auth, Path(id): Path<String>| async move {
+                check_id(&id)?;
+                Ok::<_, Problem>(Json(state.service.get_change(&caller, &id).await?))
+            }),
+        )
+        .route(
+            "/v1/change-requests/{id}/approve",
+            post(|State(state): State<AppState>, Auth(caller): Auth, Path(id): Path<String>| async move {
+                check_id(&id)?;
+                Ok::<_, Problem>(Json(state.service.approve_change(&caller, &id).await?))
+            }),
+        )
+        .route(
+            "/v1/change-requests/{id}/reject",
+            post(|State(state): State<AppState>, Auth(caller): Auth, Path(id): Path<String>, body: JsonBody| async move {
+                check_id(&id)?;
+                Ok::<_, Problem>(Json(state.service.reject_change(&caller, &id, &body.value).await?))
+            }),
+        )
+        .route(
+            "/v1/change-requests/{id}/withdraw",
+            post(|State(state): State<AppState>, Auth(caller): Auth, Path(id): Path<String>| async move {
+                check_id(&id)?;
+                Ok::<_, Problem>(Json(state.service.withdraw_change(&caller, &id).await?))
             }),
         )
         .route(

@@ -299,6 +299,74 @@ async fn make(app: &TestApp, kind: &str, plural: &str, partner: &str) -> Value {
     app.record(plural, body).await
 }
 
+/// Partner A (owned by the partner manager, region emea) and B (another
+/// owner, apac), and one principal per starter role (the api client bound
+/// to A).
+async fn setup(app: &TestApp) -> (World, Vec<Actor>) {
+    // The manager first: partner A is theirs.
+    let (pm_id, pm_token) = app
+        .principal("pm", &["partner_manager"], None, json!({"region": "emea"}))
+        .await;
+    let a = app.record("partners", json!({"name": "A", "region": "emea", "tier": "gold", "owner": pm_id, "credit_limit": 1, "tax_id": "T"})).await;
+    let b = app
+        .record(
+            "partners",
+            json!({"name": "B", "region": "apac", "owner": "someone-else", "bank_account": "X"}),
+        )
+        .await;
+    let own = a["id"].as_str().unwrap().to_owned();
+    let other = b["id"].as_str().unwrap().to_owned();
+    let world = World {
+        own: own.clone(),
+        other: other.clone(),
+        partners: [(own.clone(), a.clone()), (other.clone(), b.clone())].into(),
+    };
+    let mut actors = Vec::new();
+    for &role in ROLES {
+        let actor = match role {
+            "admin" => Actor {
+                role,
+                id: app.admin_id.clone(),
+                token: app.admin_token.clone(),
+                partner_id: None,
+                attrs: BTreeMap::new(),
+            },
+            "partner_manager" => Actor {
+                role,
+                id: pm_id.clone(),
+                token: pm_token.clone(),
+                partner_id: None,
+                attrs: [("region".into(), "emea".into())].into(),
+            },
+            "api_client" => {
+                let (id, token) = app
+                    .principal("portal", &[role], Some(&own), json!({}))
+                    .await;
+                Actor {
+                    role,
+                    id,
+                    token,
+                    partner_id: Some(own.clone()),
+                    attrs: BTreeMap::new(),
+                }
+            }
+            _ => {
+                let (id, token) = app.principal(role, &[role], None, json!({})).await;
+                Actor {
+                    role,
+                    id,
+                    token,
+                    partner_id: None,
+                    attrs: BTreeMap::new(),
+                }
+            }
+        };
+        actors.push(actor);
+    }
+
+    (world, actors)
+}
+
 #[tokio::test]
 async fn every_role_every_endpoint_own_and_other_partner() {
     let policy = starter();
@@ -306,62 +374,7 @@ async fn every_role_every_endpoint_own_and_other_partner() {
         let Some(app) = spawn(backend).await else {
             continue;
         };
-        // The manager first: partner A is theirs.
-        let (pm_id, pm_token) = app
-            .principal("pm", &["partner_manager"], None, json!({"region": "emea"}))
-            .await;
-        let a = app.record("partners", json!({"name": "A", "region": "emea", "tier": "gold", "owner": pm_id, "credit_limit": 1, "tax_id": "T"})).await;
-        let b = app.record("partners", json!({"name": "B", "region": "apac", "owner": "someone-else", "bank_account": "X"})).await;
-        let own = a["id"].as_str().unwrap().to_owned();
-        let other = b["id"].as_str().unwrap().to_owned();
-        let world = World {
-            own: own.clone(),
-            other: other.clone(),
-            partners: [(own.clone(), a.clone()), (other.clone(), b.clone())].into(),
-        };
-        let mut actors = Vec::new();
-        for &role in ROLES {
-            let actor = match role {
-                "admin" => Actor {
-                    role,
-                    id: app.admin_id.clone(),
-                    token: app.admin_token.clone(),
-                    partner_id: None,
-                    attrs: BTreeMap::new(),
-                },
-                "partner_manager" => Actor {
-                    role,
-                    id: pm_id.clone(),
-                    token: pm_token.clone(),
-                    partner_id: None,
-                    attrs: [("region".into(), "emea".into())].into(),
-                },
-                "api_client" => {
-                    let (id, token) = app
-                        .principal("portal", &[role], Some(&own), json!({}))
-                        .await;
-                    Actor {
-                        role,
-                        id,
-                        token,
-                        partner_id: Some(own.clone()),
-                        attrs: BTreeMap::new(),
-                    }
-                }
-                _ => {
-                    let (id, token) = app.principal(role, &[role], None, json!({})).await;
-                    Actor {
-                        role,
-                        id,
-                        token,
-                        partner_id: None,
-                        attrs: BTreeMap::new(),
-                    }
-                }
-            };
-            actors.push(actor);
-        }
-
+        let (world, actors) = setup(&app).await;
         let mut world = world;
         let mut checked = 0;
         for actor in &actors {
@@ -727,5 +740,162 @@ async fn mass_assignment_is_refused() {
             .get(&format!("/v1/partners/{pid}"), &app.admin_token)
             .await;
         assert_eq!(again.header("etag"), Some("\"1\""));
+    }
+}
+
+/// The change-request endpoints (issue 5) for every role × own/other
+/// partner's contract: propose, read with its diff, approve, reject,
+/// withdraw. A request is proposed by the administrator, so the
+/// administrator meets the maker-checker rule (API5: function level; API1:
+/// another partner's request answers 404; API3: the diff shows only the
+/// classes the reader may read).
+#[tokio::test]
+async fn change_requests_every_role_own_and_other_partner() {
+    let policy = starter();
+    let terms = json!({"value": 5, "terms": "new terms"});
+    let proposed_classes = written_classes("contract", &terms);
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let (world, actors) = setup(&app).await;
+        let mut checked = 0;
+        let mut made = BTreeMap::new();
+        for actor in &actors {
+            for (side, partner) in [("own", &world.own), ("other", &world.other)] {
+                let label = |what: &str| format!("{backend:?} {} {what} ({side})", actor.role);
+                let contract = make(&app, "contract", "contracts", partner).await;
+                let cid = contract["id"].as_str().unwrap();
+                let resource = || world.resource("contract", &contract);
+                let read = decide(&policy, actor, "read", resource());
+                let may = |action: &str| decide(&policy, actor, action, resource());
+
+                // Propose.
+                let proposed = app
+                    .post(
+                        &format!("/v1/contracts/{cid}/change-requests"),
+                        &actor.token,
+                        &terms,
+                    )
+                    .await;
+                let propose = may("propose");
+                let expected = if !read.allowed {
+                    StatusCode::NOT_FOUND
+                } else if !propose.allowed
+                    || !proposed_classes.iter().all(|c| propose.fields.contains(c))
+                {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::CREATED
+                };
+                assert_eq!(
+                    proposed.status,
+                    expected,
+                    "{} {:?}",
+                    label("propose"),
+                    proposed.body
+                );
+
+                // The administrator's request, read by the actor.
+                let fresh = || async {
+                    let request = app
+                        .post(
+                            &format!("/v1/contracts/{cid}/change-requests"),
+                            &app.admin_token,
+                            &terms,
+                        )
+                        .await;
+                    assert_eq!(request.status, StatusCode::CREATED);
+                    request.body["id"].as_str().unwrap().to_owned()
+                };
+                let id = fresh().await;
+                let seen = app
+                    .get(&format!("/v1/change-requests/{id}"), &actor.token)
+                    .await;
+                if read.allowed {
+                    assert_eq!(seen.status, StatusCode::OK, "{}", label("read"));
+                    let shown: BTreeSet<String> = seen.body["diff"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|d| d["field"].as_str().unwrap().to_owned())
+                        .collect();
+                    let readable: BTreeSet<String> = ["value", "terms"]
+                        .iter()
+                        .filter(|f| {
+                            read.fields
+                                .iter()
+                                .any(|class| fields("contract", class).contains(*f))
+                        })
+                        .map(|f| f.to_string())
+                        .collect();
+                    assert_eq!(shown, readable, "{}", label("read the diff"));
+                } else {
+                    assert_eq!(seen.status, StatusCode::NOT_FOUND, "{}", label("read"));
+                    assert!(!seen.body.to_string().contains("new terms"));
+                }
+                let listed = app.get("/v1/change-requests?limit=200", &actor.token).await;
+                assert_eq!(listed.status, StatusCode::OK, "{}", label("list"));
+                made.insert(cid.to_owned(), contract.clone());
+                for item in listed.body["items"].as_array().unwrap() {
+                    let on = &made[item["contract_id"].as_str().unwrap()];
+                    assert!(
+                        decide(&policy, actor, "read", world.resource("contract", on)).allowed,
+                        "{}: a request on an unreadable contract is listed",
+                        label("list")
+                    );
+                }
+
+                // Approve and reject: never by the proposer (the admin).
+                for action in ["approve", "reject"] {
+                    let id = fresh().await;
+                    let answer = app
+                        .post(
+                            &format!("/v1/change-requests/{id}/{action}"),
+                            &actor.token,
+                            &json!({"reason": "matrix"}),
+                        )
+                        .await;
+                    let decision = may(action);
+                    let (status, code) = if !read.allowed {
+                        (StatusCode::NOT_FOUND, "not_found")
+                    } else if actor.id == app.admin_id {
+                        (StatusCode::FORBIDDEN, "self_approval")
+                    } else if !decision.allowed {
+                        (StatusCode::FORBIDDEN, "forbidden")
+                    } else if action == "approve"
+                        && !proposed_classes.iter().all(|c| decision.fields.contains(c))
+                    {
+                        (StatusCode::FORBIDDEN, "field_not_writable")
+                    } else {
+                        (StatusCode::OK, "")
+                    };
+                    assert_eq!(answer.status, status, "{} {:?}", label(action), answer.body);
+                    if !code.is_empty() {
+                        assert_eq!(answer.body["code"], code, "{}", label(action));
+                    }
+                }
+
+                // Withdraw: the author only.
+                let id = fresh().await;
+                let answer = app
+                    .post(
+                        &format!("/v1/change-requests/{id}/withdraw"),
+                        &actor.token,
+                        &json!({}),
+                    )
+                    .await;
+                let status = if !read.allowed {
+                    StatusCode::NOT_FOUND
+                } else if actor.id == app.admin_id {
+                    StatusCode::OK
+                } else {
+                    StatusCode::FORBIDDEN
+                };
+                assert_eq!(answer.status, status, "{}", label("withdraw"));
+                checked += 6;
+            }
+        }
+        assert!(checked >= 6 * 2 * ROLES.len(), "{checked}");
     }
 }

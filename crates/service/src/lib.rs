@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod changes;
 pub mod codec;
 pub mod cursor;
 pub mod demo;

@@ -79,7 +79,7 @@ fn table(kind: ResourceType) -> Result<Table, ServiceError> {
     Table::of(kind).ok_or(ServiceError::NotFound("resource type"))
 }
 
-fn noun(kind: ResourceType) -> &'static str {
+pub(crate) fn noun(kind: ResourceType) -> &'static str {
     match kind {
         ResourceType::Partner => "partner",
         ResourceType::Contact => "contact",
@@ -107,7 +107,12 @@ pub fn decide(caller: &Caller, action: Action, record: &Record) -> Decision {
 }
 
 /// The refusal for a denied write the caller may read about.
-fn refusal(caller: &Caller, action: Action, record: &Record, decision: &Decision) -> ServiceError {
+pub(crate) fn refusal(
+    caller: &Caller,
+    action: Action,
+    record: &Record,
+    decision: &Decision,
+) -> ServiceError {
     if decision.denial == Some(Denial::ElevationRequired) {
         return ServiceError::ElevationRequired {
             permission: format!("{}:{action}", record.kind),
@@ -121,7 +126,12 @@ fn refusal(caller: &Caller, action: Action, record: &Record, decision: &Decision
 }
 
 /// Why `decision` denied `action` on `record`, in words.
-fn reason(caller: &Caller, action: Action, record: &Record, decision: &Decision) -> Option<String> {
+pub(crate) fn reason(
+    caller: &Caller,
+    action: Action,
+    record: &Record,
+    decision: &Decision,
+) -> Option<String> {
     let request = Request {
         principal: caller.engine(),
         action,
@@ -153,7 +163,7 @@ impl Service {
     /// The event of a decision on a record; `kind` is `decision` for reads
     /// and refusals, `change` for a change (with `extra` holding the
     /// changes).
-    fn record_event(
+    pub(crate) fn record_event(
         &self,
         caller: &Caller,
         kind: &'static str,
@@ -185,7 +195,7 @@ impl Service {
 
     /// The event of a request about a record that does not exist or is out
     /// of the caller's reach (answered 404).
-    fn unseen_event(
+    pub(crate) fn unseen_event(
         &self,
         caller: &Caller,
         action: Action,
@@ -270,7 +280,7 @@ impl Service {
 
     /// Writes a refusal's event (after the refused request's transaction
     /// has ended) and returns the refusal.
-    async fn refuse<T>(
+    pub(crate) async fn refuse<T>(
         &self,
         error: ServiceError,
         event: Option<NewEvent>,
@@ -301,7 +311,7 @@ pub fn render(record: &Record, fields: FieldSet) -> Json {
     Json::Object(body)
 }
 
-fn view(record: &Record, fields: FieldSet) -> RecordView {
+pub(crate) fn view(record: &Record, fields: FieldSet) -> RecordView {
     RecordView {
         body: render(record, fields),
         etag: etag(record.version),
@@ -310,14 +320,14 @@ fn view(record: &Record, fields: FieldSet) -> RecordView {
 
 /// A field the request writes: its column (or `partner_id` / `owner`) and
 /// class.
-struct Written {
-    name: String,
-    class: FieldClass,
+pub(crate) struct Written {
+    pub(crate) name: String,
+    pub(crate) class: FieldClass,
 }
 
 /// The fields of a request body, parsed into `record` (whose values start
 /// as they are, or as defaults for a create). Returns the fields written.
-fn apply_body(
+pub(crate) fn apply_body(
     kind: ResourceType,
     body: &Json,
     record: &mut Record,
@@ -430,7 +440,7 @@ fn escape_pointer(name: &str) -> String {
     name.replace('~', "~0").replace('/', "~1")
 }
 
-fn check_writable(written: &[Written], writable: FieldSet) -> Result<(), ServiceError> {
+pub(crate) fn check_writable(written: &[Written], writable: FieldSet) -> Result<(), ServiceError> {
     match written.iter().find(|w| !writable.contains(w.class)) {
         Some(w) => Err(ServiceError::Field {
             code: "field_not_writable",
@@ -442,7 +452,7 @@ fn check_writable(written: &[Written], writable: FieldSet) -> Result<(), Service
     }
 }
 
-fn set_column(record: &mut Record, name: &str, value: Value) {
+pub(crate) fn set_column(record: &mut Record, name: &str, value: Value) {
     if let Some((index, _)) = record.table().column(name)
         && let Some(slot) = record.values.get_mut(index)
     {

@@ -11,6 +11,7 @@
 //! decision (the service does) and knows nothing of HTTP.
 
 pub mod audit;
+pub mod changes;
 pub mod metrics;
 pub mod principals;
 pub mod records;
