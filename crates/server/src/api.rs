@@ -245,6 +245,48 @@ pub fn operations() -> Vec<Operation> {
             "Withdraw (the proposer only)",
         ),
         (
+            "POST",
+            "/v1/elevations",
+            "request_elevation",
+            "Ask for high-risk permissions for a while, with a reason (elevation:request)",
+        ),
+        (
+            "GET",
+            "/v1/elevations",
+            "list_elevations",
+            "Your elevations, or every one for approvers (status, after, limit)",
+        ),
+        (
+            "GET",
+            "/v1/elevations/{id}",
+            "get_elevation",
+            "Read an elevation",
+        ),
+        (
+            "POST",
+            "/v1/elevations/{id}/approve",
+            "approve_elevation",
+            "Approve (elevation:approve; never your own)",
+        ),
+        (
+            "POST",
+            "/v1/elevations/{id}/deny",
+            "deny_elevation",
+            "Deny (elevation:approve; never your own)",
+        ),
+        (
+            "POST",
+            "/v1/elevations/{id}/activate",
+            "activate_elevation",
+            "Get the elevation token, once (the requester; send it in X-Partnerdb-Elevation)",
+        ),
+        (
+            "POST",
+            "/v1/elevations/{id}/revoke",
+            "revoke_elevation",
+            "Revoke (the requester or an approver)",
+        ),
+        (
             "GET",
             "/v1/audit",
             "audit_trail",
@@ -485,6 +527,52 @@ pub fn v1() -> axum::Router<AppState> {
             post(|State(state): State<AppState>, Auth(caller): Auth, Path(id): Path<String>| async move {
                 check_id(&id)?;
                 Ok::<_, Problem>(Json(state.service.withdraw_change(&caller, &id).await?))
+            }),
+        )
+        .route(
+            "/v1/elevations",
+            get(|State(state): State<AppState>, Auth(caller): Auth, QueryPairs(params): QueryPairs| async move {
+                Ok::<_, Problem>(Json(state.service.list_elevations(&caller, &params).await?))
+            })
+            .post(|State(state): State<AppState>, Auth(caller): Auth, body: JsonBody| async move {
+                let elevation = state.service.request_elevation(&caller, &body.value).await?;
+                Ok::<_, Problem>((StatusCode::CREATED, Json(elevation)))
+            }),
+        )
+        .route(
+            "/v1/elevations/{id}",
+            get(|State(state): State<AppState>, Auth(caller): Auth, Path(id): Path<String>| async move {
+                check_id(&id)?;
+                Ok::<_, Problem>(Json(state.service.get_elevation(&caller, &id).await?))
+            }),
+        )
+        .route(
+            "/v1/elevations/{id}/approve",
+            post(|State(state): State<AppState>, Auth(caller): Auth, Path(id): Path<String>| async move {
+                check_id(&id)?;
+                Ok::<_, Problem>(Json(state.service.decide_on_elevation(&caller, &id, true).await?))
+            }),
+        )
+        .route(
+            "/v1/elevations/{id}/deny",
+            post(|State(state): State<AppState>, Auth(caller): Auth, Path(id): Path<String>| async move {
+                check_id(&id)?;
+                Ok::<_, Problem>(Json(state.service.decide_on_elevation(&caller, &id, false).await?))
+            }),
+        )
+        .route(
+            "/v1/elevations/{id}/activate",
+            post(|State(state): State<AppState>, Auth(caller): Auth, Path(id): Path<String>| async move {
+                check_id(&id)?;
+                Ok::<_, Problem>((StatusCode::CREATED, Json(state.service.activate_elevation(&caller, &id).await?)))
+            }),
+        )
+        .route(
+            "/v1/elevations/{id}/revoke",
+            post(|State(state): State<AppState>, Auth(caller): Auth, Path(id): Path<String>| async move {
+                check_id(&id)?;
+                state.service.revoke_elevation(&caller, &id).await?;
+                Ok::<_, Problem>(StatusCode::NO_CONTENT)
             }),
         )
         .route(

@@ -62,6 +62,13 @@ impl FromRequestParts<AppState> for Auth {
                 .get::<axum::extract::MatchedPath>()
                 .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
         };
+        if let Some(elevation) = parts
+            .headers
+            .get(partnerdb_service::elevations::ELEVATION_HEADER)
+        {
+            let token = elevation.to_str().map(str::trim).unwrap_or_default();
+            state.service.elevate(&mut caller, token).await?;
+        }
         Ok(Auth(caller))
     }
 }

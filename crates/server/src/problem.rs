@@ -107,7 +107,7 @@ impl From<ServiceError> for Problem {
                 code,
                 "Elevation required",
                 format!(
-                    "{permission} is high-risk: it needs an active elevation for this permission, requested with a reason and approved by another principal"
+                    "{permission} is high-risk: it needs an active elevation. Request one with POST /v1/elevations {{\"permissions\": [\"{permission}\"], \"reason\": \"…\", \"ttl_seconds\": 900}} (optionally \"partner_id\"); once another principal with elevation:approve approves it, POST /v1/elevations/{{id}}/activate and send the token in X-Partnerdb-Elevation with your own bearer token"
                 ),
             )
             .with("permission", permission),

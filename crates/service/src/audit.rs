@@ -161,6 +161,7 @@ pub fn input(caller: &Caller, action: &str, resource: Json, elevated: bool) -> J
         "action": action,
         "resource": resource,
         "elevated": elevated,
+        "elevation": if elevated { caller.elevation.as_ref().map(|e| e.id.as_str()) } else { None },
     })
 }
 
@@ -358,7 +359,9 @@ impl Service {
 
 /// The input of a record decision.
 pub fn record_decision_input(caller: &Caller, action: &str, record: &Record) -> Json {
-    input(caller, action, record_input(record), caller.elevated)
+    let elevated = partnerdb_policy::Action::parse(action)
+        .is_some_and(|a| caller.elevated_for(record.kind, a, Some(&record.partner_id)));
+    input(caller, action, record_input(record), elevated)
 }
 
 /// Why a chain did not verify.

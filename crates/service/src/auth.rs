@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use partnerdb_policy::{CompiledPolicy, Principal, RoleSet};
+use partnerdb_policy::{Action, CompiledPolicy, Principal, ResourceType, RoleSet};
 use partnerdb_store::principals::PrincipalRow;
 use rand::RngCore as _;
 use sha2::{Digest, Sha256};
@@ -67,10 +67,24 @@ pub struct Caller {
     pub policy_version: Arc<str>,
     /// The principal's roles, resolved against that version.
     pub roles: RoleSet,
-    /// Whether the request carries an active elevation.
-    pub elevated: bool,
+    /// The active elevation the request carries (its token in
+    /// `X-Partnerdb-Elevation`, with the principal's own bearer token).
+    pub elevation: Option<Arc<ActiveElevation>>,
     /// The request, for the audit trail.
     pub request: RequestInfo,
+}
+
+/// An approved, unexpired, unrevoked elevation presented with a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActiveElevation {
+    /// Its id.
+    pub id: String,
+    /// The high-risk permissions it unlocks.
+    pub permissions: Vec<(ResourceType, Action)>,
+    /// The one partner it is limited to, if any.
+    pub partner_id: Option<String>,
+    /// When it ends.
+    pub expires_at: String,
 }
 
 /// The HTTP request behind a use case, as the audit trail records it.
@@ -93,7 +107,7 @@ impl Caller {
             policy,
             policy_version: version,
             roles,
-            elevated: false,
+            elevation: None,
             request: RequestInfo::default(),
         }
     }
@@ -106,6 +120,20 @@ impl Caller {
             partner_id: self.principal.partner_id.as_deref(),
             attrs: &self.principal.attrs,
         }
+    }
+
+    /// Whether the request's elevation unlocks `action` on `kind` for
+    /// `partner` (a record's partner; `None` for what belongs to no
+    /// partner, which only an elevation for everything reaches).
+    pub fn elevated_for(&self, kind: ResourceType, action: Action, partner: Option<&str>) -> bool {
+        self.elevation.as_ref().is_some_and(|e| {
+            e.permissions.contains(&(kind, action))
+                && match (&e.partner_id, partner) {
+                    (None, _) => true,
+                    (Some(scope), Some(partner)) => scope == partner,
+                    (Some(_), None) => false,
+                }
+        })
     }
 
     /// Its attributes.

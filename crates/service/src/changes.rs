@@ -472,7 +472,7 @@ impl Service {
                     caller,
                     "read",
                     json!({"type": "change_request"}),
-                    caller.elevated,
+                    caller.elevated_for(ResourceType::Contract, Action::Read, None),
                 ),
                 extra: json!({"returned": items.len()}),
             },

@@ -14,6 +14,7 @@ pub mod changes;
 pub mod codec;
 pub mod cursor;
 pub mod demo;
+pub mod elevations;
 pub mod error;
 pub mod me;
 pub mod metrics;

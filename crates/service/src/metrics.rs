@@ -173,7 +173,7 @@ impl Service {
                 owner: None,
                 attrs: &NoAttributes,
             },
-            elevated: caller.elevated,
+            elevated: caller.elevated_for(ResourceType::Metrics, Action::Read, None),
         };
         let decision = caller.policy.decide(&request);
         let reason = caller.policy.deny_reason(&request, &decision);
@@ -187,7 +187,7 @@ impl Service {
                 partner_id: None,
                 decision: &decision,
                 reason,
-                input: crate::audit::input(caller, "read", json!({"type": "metrics", "id": "partner-performance"}), caller.elevated),
+                input: crate::audit::input(caller, "read", json!({"type": "metrics", "id": "partner-performance"}), caller.elevated_for(ResourceType::Metrics, Action::Read, None)),
                 extra: json!({"params": params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()}),
             },
         );

@@ -170,7 +170,7 @@ impl Service {
                 owner: None,
                 attrs: &NoAttributes,
             },
-            elevated: caller.elevated,
+            elevated: caller.elevated_for(ResourceType::Principal, action, None),
         };
         let decision = caller.policy.decide(&request);
         if decision.allowed {
@@ -221,7 +221,7 @@ impl Service {
                     caller,
                     action.name(),
                     json!({"type": "principal", "id": id}),
-                    caller.elevated,
+                    caller.elevated_for(ResourceType::Principal, action, None),
                 ),
                 extra: change,
             },

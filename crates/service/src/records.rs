@@ -101,7 +101,7 @@ pub fn decide(caller: &Caller, action: Action, record: &Record) -> Decision {
             owner: record.owner.as_deref(),
             attrs: record,
         },
-        elevated: caller.elevated,
+        elevated: caller.elevated_for(record.kind, action, Some(&record.partner_id)),
     };
     caller.policy.decide(&request)
 }
@@ -142,7 +142,7 @@ pub(crate) fn reason(
             owner: record.owner.as_deref(),
             attrs: record,
         },
-        elevated: caller.elevated,
+        elevated: caller.elevated_for(record.kind, action, Some(&record.partner_id)),
     };
     caller.policy.deny_reason(&request, decision)
 }
@@ -217,7 +217,7 @@ impl Service {
                     caller,
                     action.name(),
                     json!({"type": kind.name(), "id": id}),
-                    caller.elevated,
+                    caller.elevated_for(kind, action, None),
                 ),
                 extra: json!({}),
             },
@@ -247,7 +247,7 @@ impl Service {
                     caller,
                     "read",
                     json!({"type": kind.name()}),
-                    caller.elevated,
+                    caller.elevated_for(kind, Action::Read, None),
                 ),
                 extra,
             },
@@ -625,7 +625,7 @@ impl Service {
                                 caller,
                                 "create",
                                 json!({"type": kind.name(), "id": id}),
-                                caller.elevated,
+                                caller.elevated_for(kind, Action::Create, partner.as_deref()),
                             ),
                             extra: json!({"idempotent_replay": true}),
                         },
@@ -978,9 +978,12 @@ impl Service {
                 )
                 .await;
         }
-        let scope = caller
-            .policy
-            .row_filter(&caller.engine(), kind, Action::Read, caller.elevated);
+        let scope = caller.policy.row_filter(
+            &caller.engine(),
+            kind,
+            Action::Read,
+            caller.elevated_for(kind, Action::Read, None),
+        );
         // Classes readable on every reachable row: what filters and sorts
         // may use without revealing hidden values.
         let readable = scope

@@ -28,7 +28,7 @@ impl Service {
                 owner: None,
                 attrs: &NoAttributes,
             },
-            elevated: caller.elevated,
+            elevated: caller.elevated_for(ResourceType::Audit, Action::Read, None),
         };
         let decision = caller.policy.decide(&request);
         let reason = caller.policy.deny_reason(&request, &decision);
@@ -46,7 +46,7 @@ impl Service {
                     caller,
                     "read",
                     json!({"type": "audit", "id": what}),
-                    caller.elevated,
+                    caller.elevated_for(ResourceType::Audit, Action::Read, None),
                 ),
                 extra: json!({}),
             },

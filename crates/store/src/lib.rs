@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod changes;
+pub mod elevations;
 pub mod metrics;
 pub mod principals;
 pub mod records;
