@@ -287,6 +287,30 @@ pub fn operations() -> Vec<Operation> {
             "Revoke (the requester or an approver)",
         ),
         (
+            "POST",
+            "/v1/workflows/onboarding",
+            "onboard_partner",
+            "Onboard a partner (workflow:trigger): the partner in status onboarding and a draft contract; its api client after approval",
+        ),
+        (
+            "POST",
+            "/v1/workflows/offboarding",
+            "offboard_partner",
+            "Offboard a partner (workflow:trigger): revoke its principals' credentials, archive it",
+        ),
+        (
+            "GET",
+            "/v1/workflows/{id}",
+            "get_workflow",
+            "Read a workflow run",
+        ),
+        (
+            "POST",
+            "/v1/workflows/{id}/approve",
+            "approve_workflow",
+            "Approve an onboarding (never by whoever triggered it): makes the partner's api client and its token, shown once",
+        ),
+        (
             "GET",
             "/v1/audit",
             "audit_trail",
@@ -573,6 +597,32 @@ pub fn v1() -> axum::Router<AppState> {
                 check_id(&id)?;
                 state.service.revoke_elevation(&caller, &id).await?;
                 Ok::<_, Problem>(StatusCode::NO_CONTENT)
+            }),
+        )
+        .route(
+            "/v1/workflows/onboarding",
+            post(|State(state): State<AppState>, Auth(caller): Auth, body: JsonBody| async move {
+                Ok::<_, Problem>((StatusCode::CREATED, Json(state.service.onboard(&caller, &body.value).await?)))
+            }),
+        )
+        .route(
+            "/v1/workflows/offboarding",
+            post(|State(state): State<AppState>, Auth(caller): Auth, body: JsonBody| async move {
+                Ok::<_, Problem>((StatusCode::CREATED, Json(state.service.offboard(&caller, &body.value).await?)))
+            }),
+        )
+        .route(
+            "/v1/workflows/{id}",
+            get(|State(state): State<AppState>, Auth(caller): Auth, Path(id): Path<String>| async move {
+                check_id(&id)?;
+                Ok::<_, Problem>(Json(state.service.get_workflow(&caller, &id).await?))
+            }),
+        )
+        .route(
+            "/v1/workflows/{id}/approve",
+            post(|State(state): State<AppState>, Auth(caller): Auth, Path(id): Path<String>| async move {
+                check_id(&id)?;
+                Ok::<_, Problem>(Json(state.service.approve_workflow(&caller, &id).await?))
             }),
         )
         .route(

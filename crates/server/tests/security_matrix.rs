@@ -899,3 +899,184 @@ async fn change_requests_every_role_own_and_other_partner() {
         assert!(checked >= 6 * 2 * ROLES.len(), "{checked}");
     }
 }
+
+/// The elevation and workflow endpoints (issue 5) for every role:
+/// requesting an elevation, approving another's, triggering onboarding and
+/// approving it (API5: function level; the maker-checker rule on the
+/// administrator's own requests).
+#[tokio::test]
+async fn elevations_and_workflows_every_role() {
+    let policy = starter();
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let (world, actors) = setup(&app).await;
+        let on = |kind: &str| RefResource {
+            kind: kind.into(),
+            id: "*".into(),
+            partner_id: None,
+            owner: None,
+            attrs: BTreeMap::new(),
+        };
+        for actor in &actors {
+            let label = |what: &str| format!("{backend:?} {} {what}", actor.role);
+            let can = |kind: &str, action: &str| decide(&policy, actor, action, on(kind)).allowed;
+            // Does some grant of the role cover partner:delete at all?
+            let covers_delete = policy
+                .roles
+                .iter()
+                .filter(|r| r.name == actor.role)
+                .flat_map(|r| &r.grants)
+                .any(|g| g.actions_on("partner").contains(&"delete"));
+
+            let asked = app
+                .post(
+                    "/v1/elevations",
+                    &actor.token,
+                    &json!({"permissions": ["partner:delete"], "reason": "matrix", "ttl_seconds": 60}),
+                )
+                .await;
+            let (status, code) = if !can("elevation", "request") {
+                (StatusCode::FORBIDDEN, "forbidden")
+            } else if !covers_delete {
+                (StatusCode::BAD_REQUEST, "not_granted")
+            } else {
+                (StatusCode::CREATED, "")
+            };
+            assert_eq!(
+                asked.status,
+                status,
+                "{} {:?}",
+                label("request an elevation"),
+                asked.body
+            );
+            if !code.is_empty() {
+                assert_eq!(
+                    asked.body["code"],
+                    code,
+                    "{}",
+                    label("request an elevation")
+                );
+            }
+
+            // The administrator's request, approved by the actor.
+            let theirs = app
+                .post(
+                    "/v1/elevations",
+                    &app.admin_token,
+                    &json!({"permissions": ["partner:delete"], "partner_id": world.other, "reason": "matrix", "ttl_seconds": 60}),
+                )
+                .await;
+            let id = theirs.body["id"].as_str().unwrap();
+            let approved = app
+                .post(
+                    &format!("/v1/elevations/{id}/approve"),
+                    &actor.token,
+                    &json!({}),
+                )
+                .await;
+            let status = if !can("elevation", "approve") {
+                StatusCode::NOT_FOUND
+            } else if actor.id == app.admin_id {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::OK
+            };
+            assert_eq!(
+                approved.status,
+                status,
+                "{} {:?}",
+                label("approve an elevation"),
+                approved.body
+            );
+
+            // Onboarding: trigger, then create the partner it owns and a
+            // draft contract.
+            let partner_resource = RefResource {
+                kind: "partner".into(),
+                id: "new".into(),
+                partner_id: Some("new".into()),
+                owner: Some(actor.id.clone()),
+                attrs: [
+                    ("region".to_owned(), "emea".to_owned()),
+                    ("status".to_owned(), "onboarding".to_owned()),
+                ]
+                .into(),
+            };
+            let contract_resource = RefResource {
+                kind: "contract".into(),
+                ..partner_resource.clone()
+            };
+            let started = app
+                .post(
+                    "/v1/workflows/onboarding",
+                    &actor.token,
+                    &json!({"partner": {"name": format!("N {}", actor.role), "region": "emea"}}),
+                )
+                .await;
+            // Each step is a permission: trigger, create the partner,
+            // create the contract.
+            let expected = if can("workflow", "trigger")
+                && decide(&policy, actor, "create", partner_resource.clone()).allowed
+                && decide(&policy, actor, "create", contract_resource).allowed
+            {
+                StatusCode::CREATED
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            assert_eq!(
+                started.status,
+                expected,
+                "{} {:?}",
+                label("onboard"),
+                started.body
+            );
+        }
+        // An onboarding by the manager, approved by each role in turn:
+        // only a role that may create principals (and did not trigger it).
+        let pm = actors.iter().find(|a| a.role == "partner_manager").unwrap();
+        for actor in &actors {
+            let started = app
+                .post(
+                    "/v1/workflows/onboarding",
+                    &pm.token,
+                    &json!({"partner": {"name": format!("M {}", actor.role), "region": "emea"}}),
+                )
+                .await;
+            assert_eq!(started.status, StatusCode::CREATED);
+            let id = started.body["workflow"]["id"].as_str().unwrap();
+            let approved = app
+                .post(
+                    &format!("/v1/workflows/{id}/approve"),
+                    &actor.token,
+                    &json!({}),
+                )
+                .await;
+            let partner = RefResource {
+                partner_id: started.body["partner"]["id"].as_str().map(str::to_owned),
+                owner: Some(pm.id.clone()),
+                kind: "partner".into(),
+                id: started.body["partner"]["id"].as_str().unwrap().to_owned(),
+                attrs: [("region".to_owned(), "emea".to_owned())].into(),
+            };
+            let sees = decide(&policy, actor, "read", partner).allowed;
+            let expected = if actor.id == pm.id {
+                StatusCode::FORBIDDEN
+            } else if !sees {
+                StatusCode::NOT_FOUND
+            } else if !decide(&policy, actor, "create", on("principal")).allowed
+                || !decide(&policy, actor, "update", on("principal")).allowed
+            {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::OK
+            };
+            assert_eq!(
+                approved.status, expected,
+                "{backend:?} {} approve an onboarding: {:?}",
+                actor.role, approved.body
+            );
+        }
+    }
+}

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod principals;
 pub mod records;
 pub mod trail;
+pub mod workflows;
 
 use std::sync::Arc;
 

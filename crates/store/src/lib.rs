@@ -18,6 +18,7 @@ pub mod principals;
 pub mod records;
 pub mod schema;
 pub mod sql;
+pub mod workflows;
 
 pub use sql::{Db, DbOptions, Dialect, Row, Sql, Tx, Value};
 

@@ -463,3 +463,27 @@ pub async fn expire_idempotency(tx: &mut Tx, before: &str) -> Result<u64, StoreE
         .bind(before);
     tx.execute(&sql).await
 }
+
+/// The live credentials of the principals bound to a partner:
+/// `(principal id, credential id)`, in that order.
+pub async fn partner_credentials(
+    db: &Db,
+    partner_id: &str,
+    now: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut sql = db.sql();
+    sql.push(
+        "SELECT p.id, c.id FROM principals p JOIN credentials c ON c.principal_id = p.id \
+         WHERE p.partner_id = ",
+    )
+    .bind(partner_id)
+    .push(" AND p.deleted_at IS NULL AND c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > ")
+    .bind(now)
+    .push(") ORDER BY p.id, c.id");
+    Ok(db
+        .fetch_all(&sql)
+        .await?
+        .into_iter()
+        .map(|mut row| (row.take_text(0), row.take_text(1)))
+        .collect())
+}

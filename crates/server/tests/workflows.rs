@@ -1,0 +1,152 @@
+//! Partner onboarding and offboarding on both backends: each step a
+//! permission, the approval by another principal, the api client's token
+//! working, and offboarding revoking it and archiving the partner.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use partnerdb_testkit::{BACKENDS, spawn};
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn onboarding_then_offboarding() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let (pm_id, pm) = app
+            .principal("pm", &["partner_manager"], None, json!({"region": "emea"}))
+            .await;
+        // An analyst may not trigger workflows.
+        let (_, analyst) = app.principal("an", &["analyst"], None, json!({})).await;
+        let refused = app
+            .post(
+                "/v1/workflows/onboarding",
+                &analyst,
+                &json!({"partner": {"name": "Nope", "region": "emea"}}),
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{backend:?}");
+
+        let started = app
+            .post(
+                "/v1/workflows/onboarding",
+                &pm,
+                &json!({"partner": {"name": "Globex", "region": "emea"}, "contract": {"value": 50000, "currency": "EUR"}}),
+            )
+            .await;
+        assert_eq!(
+            started.status,
+            StatusCode::CREATED,
+            "{backend:?} {:?}",
+            started.body
+        );
+        let run = &started.body["workflow"];
+        assert_eq!(run["status"], "awaiting_approval");
+        assert_eq!(started.body["partner"]["status"], "onboarding");
+        assert_eq!(started.body["partner"]["owner"], pm_id.as_str());
+        assert_eq!(started.body["contract"]["status"], "draft");
+        assert!(
+            started.body["contract"]["terms"]
+                .as_str()
+                .unwrap()
+                .starts_with("Standard partner agreement")
+        );
+        let id = run["id"].as_str().unwrap().to_owned();
+        let partner = started.body["partner"]["id"].as_str().unwrap().to_owned();
+
+        // The manager cannot approve (no principal:create; and it triggered
+        // it); an administrator who triggered one cannot approve its own.
+        let own = app
+            .post(&format!("/v1/workflows/{id}/approve"), &pm, &json!({}))
+            .await;
+        assert_eq!(own.status, StatusCode::FORBIDDEN);
+        assert_eq!(own.body["code"], "self_approval");
+        let approved = app
+            .post(
+                &format!("/v1/workflows/{id}/approve"),
+                &app.admin_token,
+                &json!({}),
+            )
+            .await;
+        assert_eq!(
+            approved.status,
+            StatusCode::OK,
+            "{backend:?} {:?}",
+            approved.body
+        );
+        assert_eq!(approved.body["workflow"]["status"], "completed");
+        let token = approved.body["api_client"]["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let again = app
+            .post(
+                &format!("/v1/workflows/{id}/approve"),
+                &app.admin_token,
+                &json!({}),
+            )
+            .await;
+        assert_eq!(again.body["code"], "workflow_closed");
+
+        // The api client sees its own partner, and no other.
+        let me = app.get(&format!("/v1/partners/{partner}"), &token).await;
+        assert_eq!(me.status, StatusCode::OK, "{:?}", me.body);
+        let other = app
+            .record("partners", json!({"name": "Other", "region": "emea"}))
+            .await;
+        let hidden = app
+            .get(
+                &format!("/v1/partners/{}", other["id"].as_str().unwrap()),
+                &token,
+            )
+            .await;
+        assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+
+        // Offboarding: the token stops working, the partner is archived.
+        let off = app
+            .post(
+                "/v1/workflows/offboarding",
+                &app.admin_token,
+                &json!({"partner_id": partner}),
+            )
+            .await;
+        assert_eq!(
+            off.status,
+            StatusCode::CREATED,
+            "{backend:?} {:?}",
+            off.body
+        );
+        assert_eq!(off.body["credentials_revoked"], 1);
+        assert_eq!(off.body["partner"]["status"], "archived");
+        let gone = app.get(&format!("/v1/partners/{partner}"), &token).await;
+        assert_eq!(gone.status, StatusCode::UNAUTHORIZED, "{backend:?}");
+        // Each step is in the trail.
+        let trail = app
+            .get(
+                &format!("/v1/audit?resource=workflow&resource_id={id}"),
+                &app.admin_token,
+            )
+            .await;
+        let actions: Vec<&str> = trail.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        assert!(
+            actions.contains(&"trigger") && actions.contains(&"approve"),
+            "{actions:?}"
+        );
+        let seen = app.get(&format!("/v1/workflows/{id}"), &pm).await;
+        assert_eq!(
+            seen.body["api_client_id"],
+            approved.body["api_client"]["id"]
+        );
+    }
+}

@@ -1,0 +1,423 @@
+//! Workflows (R7): partner onboarding and offboarding, each step a
+//! permission in the policy and an audit event of its own.
+//!
+//! - **Onboarding** (`workflow:trigger`): creates the partner in status
+//!   `onboarding` (`partner:create`; a partner manager becomes its owner)
+//!   and a draft contract from the template (`contract:create`). Once a
+//!   *different* principal approves, the partner's `api_client` principal
+//!   (`principal:create`) and its credential (`principal:update`) are made;
+//!   the token is shown once, to the approver, to hand over. An approval
+//!   that stops half-way (a refused step) resumes where it stopped.
+//! - **Offboarding** (`workflow:trigger`): revokes every live credential of
+//!   the partner's principals (`principal:update`) and archives the partner
+//!   (`partner:update`).
+
+use partnerdb_policy::{Action, Decision, NoAttributes, Request, Resource, ResourceType};
+use partnerdb_store::principals as store_principals;
+use partnerdb_store::records;
+use partnerdb_store::workflows::{self as store, WorkflowRow};
+use serde_json::{Map, Value as Json, json};
+
+use crate::Service;
+use crate::audit::{self, Draft};
+use crate::auth::Caller;
+use crate::error::ServiceError;
+
+/// The terms a draft contract starts from.
+pub const CONTRACT_TEMPLATE: &str = "Standard partner agreement: terms to be negotiated. \
+     Payment net 30 days; either party may terminate with 90 days' notice.";
+
+fn workflow_json(w: &WorkflowRow) -> Json {
+    json!({
+        "id": w.id,
+        "kind": w.kind,
+        "partner_id": w.partner_id,
+        "contract_id": w.contract_id,
+        "triggered_by": w.triggered_by,
+        "status": w.status,
+        "approved_by": w.approved_by,
+        "api_client_id": w.api_client_id,
+        "created_at": w.created_at,
+        "updated_at": w.updated_at,
+    })
+}
+
+fn object<'a>(body: &'a Json, path: &str) -> Result<&'a Map<String, Json>, ServiceError> {
+    body.as_object()
+        .ok_or_else(|| ServiceError::invalid("invalid_body", path, "expected a JSON object"))
+}
+
+fn only(object: &Map<String, Json>, allowed: &[&str], what: &str) -> Result<(), ServiceError> {
+    match object.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(name) => Err(ServiceError::invalid(
+            "unknown_field",
+            format!("/{name}"),
+            format!("{what} has {}, not `{name}`", allowed.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+impl Service {
+    /// Decides `workflow:trigger` on the workflow `name`; a refusal is
+    /// recorded and returned.
+    async fn may_trigger(&self, caller: &Caller, name: &str) -> Result<Decision, ServiceError> {
+        let request = Request {
+            principal: caller.engine(),
+            action: Action::Trigger,
+            resource: Resource {
+                kind: ResourceType::Workflow,
+                id: name,
+                partner_id: None,
+                owner: None,
+                attrs: &NoAttributes,
+            },
+            elevated: caller.elevated_for(ResourceType::Workflow, Action::Trigger, None),
+        };
+        let decision = caller.policy.decide(&request);
+        if decision.allowed {
+            return Ok(decision);
+        }
+        let reason = caller.policy.deny_reason(&request, &decision);
+        let event =
+            self.workflow_event(caller, "trigger", name, None, &decision, reason, json!({}));
+        self.refuse(
+            ServiceError::forbidden("forbidden", format!("you may not trigger {name}")),
+            Some(event),
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one event, spelled out")]
+    fn workflow_event(
+        &self,
+        caller: &Caller,
+        action: &str,
+        id: &str,
+        partner: Option<&str>,
+        decision: &Decision,
+        reason: Option<String>,
+        extra: Json,
+    ) -> partnerdb_store::audit::NewEvent {
+        self.event(
+            caller,
+            Draft {
+                kind: if decision.allowed {
+                    "workflow"
+                } else {
+                    "decision"
+                },
+                action,
+                resource_type: "workflow",
+                resource_id: Some(id),
+                partner_id: partner,
+                decision,
+                reason,
+                input: audit::input(caller, action, json!({"type": "workflow", "id": id}), false),
+                extra,
+            },
+        )
+    }
+
+    async fn save_workflow(
+        &self,
+        caller: &Caller,
+        run: &WorkflowRow,
+        action: &str,
+        decision: &Decision,
+        extra: Json,
+    ) -> Result<(), ServiceError> {
+        let mut tx = self.db().begin().await?;
+        store::save(&mut tx, run).await?;
+        let event = self.workflow_event(
+            caller,
+            action,
+            &run.id,
+            Some(&run.partner_id),
+            decision,
+            None,
+            extra,
+        );
+        self.append_in(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Triggers onboarding: `{"partner": {…}, "contract": {…}}` (the
+    /// contract's fields are optional; it starts as a draft from the
+    /// template).
+    pub async fn onboard(&self, caller: &Caller, body: &Json) -> Result<Json, ServiceError> {
+        let decision = self.may_trigger(caller, "onboarding").await?;
+        let top = object(body, "")?;
+        only(top, &["partner", "contract"], "an onboarding")?;
+        let mut partner = object(top.get("partner").unwrap_or(&Json::Null), "/partner")?.clone();
+        match partner.get("status").and_then(Json::as_str) {
+            None | Some("onboarding") => {}
+            Some(_) => {
+                return Err(ServiceError::invalid(
+                    "invalid_value",
+                    "/partner/status",
+                    "an onboarded partner starts in status `onboarding`",
+                ));
+            }
+        }
+        partner.insert("status".into(), Json::from("onboarding"));
+        partner
+            .entry("owner")
+            .or_insert_with(|| Json::from(caller.principal.id.as_str()));
+        let mut contract = match top.get("contract") {
+            None => Map::new(),
+            Some(c) => object(c, "/contract")?.clone(),
+        };
+        if contract.get("status").is_some_and(|s| s != "draft") {
+            return Err(ServiceError::invalid(
+                "invalid_value",
+                "/contract/status",
+                "the onboarding contract starts as a draft",
+            ));
+        }
+        let name = partner
+            .get("name")
+            .and_then(Json::as_str)
+            .unwrap_or("the partner")
+            .to_owned();
+        let created = self
+            .create_record(
+                caller,
+                ResourceType::Partner,
+                &Json::Object(partner),
+                None,
+                None,
+            )
+            .await?;
+        let partner_id = created.view.body["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        contract.insert("partner_id".into(), Json::from(partner_id.as_str()));
+        contract.insert("status".into(), Json::from("draft"));
+        contract
+            .entry("title")
+            .or_insert_with(|| Json::from(format!("Partner agreement: {name}")));
+        contract
+            .entry("terms")
+            .or_insert_with(|| Json::from(CONTRACT_TEMPLATE));
+        let draft = self
+            .create_record(
+                caller,
+                ResourceType::Contract,
+                &Json::Object(contract),
+                None,
+                None,
+            )
+            .await?;
+        let now = self.now_text();
+        let run = WorkflowRow {
+            id: partnerdb_store::new_id(),
+            kind: "onboarding".into(),
+            partner_id,
+            contract_id: draft.view.body["id"].as_str().map(str::to_owned),
+            triggered_by: caller.principal.id.clone(),
+            status: "awaiting_approval".into(),
+            approved_by: None,
+            api_client_id: None,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        self.save_workflow(
+            caller,
+            &run,
+            "trigger",
+            &decision,
+            json!({"workflow": "onboarding"}),
+        )
+        .await?;
+        Ok(json!({
+            "workflow": workflow_json(&run),
+            "partner": created.view.body,
+            "contract": draft.view.body,
+        }))
+    }
+
+    /// Approves an onboarding (never by whoever triggered it): makes the
+    /// partner's api_client principal and its credential.
+    pub async fn approve_workflow(&self, caller: &Caller, id: &str) -> Result<Json, ServiceError> {
+        let Some(mut run) = self.visible_workflow(caller, id).await? else {
+            return Err(ServiceError::NotFound("workflow"));
+        };
+        if run.kind != "onboarding" || run.status != "awaiting_approval" {
+            return Err(ServiceError::conflict(
+                "workflow_closed",
+                format!("this {} is {}, not awaiting approval", run.kind, run.status),
+            ));
+        }
+        if run.triggered_by == caller.principal.id {
+            let error = ServiceError::forbidden(
+                "self_approval",
+                "you triggered this onboarding, so you may not approve it: another principal must",
+            );
+            let refused = Decision {
+                allowed: false,
+                fields: partnerdb_policy::FieldSet::EMPTY,
+                matched: Default::default(),
+                denial: None,
+            };
+            let event = self.workflow_event(
+                caller,
+                "approve",
+                &run.id,
+                Some(&run.partner_id),
+                &refused,
+                Some(error.to_string()),
+                json!({}),
+            );
+            return self.refuse(error, Some(event)).await;
+        }
+        let api_client = match &run.api_client_id {
+            Some(existing) => existing.clone(),
+            None => {
+                let partner = records::get(self.db(), ResourceType::Partner, &run.partner_id)
+                    .await?
+                    .ok_or(ServiceError::NotFound("partner"))?;
+                let name = partner
+                    .value("name")
+                    .and_then(|v| v.as_text())
+                    .unwrap_or("partner")
+                    .to_owned();
+                let principal = self
+                    .create_principal(
+                        caller,
+                        &json!({
+                            "name": format!("{name} API client"),
+                            "kind": "api_client",
+                            "partner_id": run.partner_id,
+                            "roles": ["api_client"],
+                        }),
+                    )
+                    .await?;
+                let made = principal["id"].as_str().unwrap_or_default().to_owned();
+                // Remembered at once: a later step refused can resume.
+                let mut tx = self.db().begin().await?;
+                run.api_client_id = Some(made.clone());
+                run.updated_at = self.now_text();
+                store::save(&mut tx, &run).await?;
+                tx.commit().await?;
+                made
+            }
+        };
+        let credential = self
+            .create_credential(caller, &api_client, &json!({}))
+            .await?;
+        run.status = "completed".into();
+        run.approved_by = Some(caller.principal.id.clone());
+        run.updated_at = self.now_text();
+        let allowed = Decision {
+            allowed: true,
+            fields: partnerdb_policy::FieldSet::EMPTY,
+            matched: Default::default(),
+            denial: None,
+        };
+        self.save_workflow(
+            caller,
+            &run,
+            "approve",
+            &allowed,
+            json!({"api_client": api_client, "credential": credential.id}),
+        )
+        .await?;
+        Ok(json!({
+            "workflow": workflow_json(&run),
+            "api_client": {
+                "id": api_client,
+                "credential_id": credential.id,
+                "token": credential.token,
+                "expires_at": credential.expires_at,
+                "note": "the token is shown once: hand it to the partner now",
+            },
+        }))
+    }
+
+    /// Offboards a partner: `{"partner_id": "…"}`.
+    pub async fn offboard(&self, caller: &Caller, body: &Json) -> Result<Json, ServiceError> {
+        let decision = self.may_trigger(caller, "offboarding").await?;
+        let top = object(body, "")?;
+        only(top, &["partner_id"], "an offboarding")?;
+        let partner_id = top
+            .get("partner_id")
+            .and_then(Json::as_str)
+            .filter(|p| !p.is_empty() && p.len() <= 64)
+            .ok_or_else(|| {
+                ServiceError::invalid("missing_field", "/partner_id", "`partner_id` is required")
+            })?
+            .to_owned();
+        // The partner must be one the caller may read (else: not found).
+        self.get_record(caller, ResourceType::Partner, &partner_id)
+            .await?;
+        let now = self.now_text();
+        let live = store_principals::partner_credentials(self.db(), &partner_id, &now).await?;
+        for (principal, credential) in &live {
+            self.revoke_credential(caller, principal, credential)
+                .await?;
+        }
+        let archived = self
+            .update_record(
+                caller,
+                ResourceType::Partner,
+                &partner_id,
+                &json!({"status": "archived"}),
+                None,
+            )
+            .await?;
+        let run = WorkflowRow {
+            id: partnerdb_store::new_id(),
+            kind: "offboarding".into(),
+            partner_id,
+            contract_id: None,
+            triggered_by: caller.principal.id.clone(),
+            status: "completed".into(),
+            approved_by: None,
+            api_client_id: None,
+            created_at: now.clone(),
+            updated_at: self.now_text(),
+        };
+        self.save_workflow(
+            caller,
+            &run,
+            "trigger",
+            &decision,
+            json!({"workflow": "offboarding", "credentials_revoked": live.len()}),
+        )
+        .await?;
+        Ok(json!({
+            "workflow": workflow_json(&run),
+            "credentials_revoked": live.len(),
+            "partner": archived.body,
+        }))
+    }
+
+    /// A run, if the caller triggered it or may read its partner.
+    async fn visible_workflow(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<Option<WorkflowRow>, ServiceError> {
+        let Some(run) = store::get(self.db(), id).await? else {
+            return Ok(None);
+        };
+        if run.triggered_by == caller.principal.id {
+            return Ok(Some(run));
+        }
+        let partner = records::get(self.db(), ResourceType::Partner, &run.partner_id).await?;
+        let readable =
+            partner.is_some_and(|p| crate::records::decide(caller, Action::Read, &p).allowed);
+        Ok(readable.then_some(run))
+    }
+
+    /// One run.
+    pub async fn get_workflow(&self, caller: &Caller, id: &str) -> Result<Json, ServiceError> {
+        self.visible_workflow(caller, id)
+            .await?
+            .map(|run| workflow_json(&run))
+            .ok_or(ServiceError::NotFound("workflow"))
+    }
+}
