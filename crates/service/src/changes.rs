@@ -522,6 +522,36 @@ impl Service {
         Err(error)
     }
 
+    /// Opens a pending request for a reviewer's `action` (approve or
+    /// reject): visible, pending, not the reviewer's own, and allowed.
+    async fn review(
+        &self,
+        tx: &mut Tx,
+        caller: &Caller,
+        action: Action,
+        id: &str,
+        denied: &mut Option<NewEvent>,
+    ) -> Result<(ChangeRequestRow, Record, Decision), ServiceError> {
+        let (request, contract) = self.load_change(tx, caller, action, id, denied).await?;
+        if request.status != "pending" {
+            return Err(closed(&request));
+        }
+        self.maker_checker(caller, action, &request, &contract, denied)?;
+        let decision = decide(caller, action, &contract);
+        if !decision.allowed {
+            *denied = Some(self.record_event(
+                caller,
+                "decision",
+                action,
+                &contract,
+                &decision,
+                json!({"change_request": request.id}),
+            ));
+            return Err(refusal(caller, action, &contract, &decision));
+        }
+        Ok((request, contract, decision))
+    }
+
     async fn try_approve(
         &self,
         caller: &Caller,
@@ -529,25 +559,9 @@ impl Service {
         denied: &mut Option<NewEvent>,
     ) -> Result<Json, ServiceError> {
         let mut tx = self.db().begin().await?;
-        let (request, current) = self
-            .load_change(&mut tx, caller, Action::Approve, id, denied)
+        let (request, current, before) = self
+            .review(&mut tx, caller, Action::Approve, id, denied)
             .await?;
-        if request.status != "pending" {
-            return Err(closed(&request));
-        }
-        self.maker_checker(caller, Action::Approve, &request, &current, denied)?;
-        let before = decide(caller, Action::Approve, &current);
-        if !before.allowed {
-            *denied = Some(self.record_event(
-                caller,
-                "decision",
-                Action::Approve,
-                &current,
-                &before,
-                json!({"change_request": request.id}),
-            ));
-            return Err(refusal(caller, Action::Approve, &current, &before));
-        }
         if current.version != request.base_version {
             return Err(stale(&request, &current));
         }
@@ -646,25 +660,9 @@ impl Service {
     ) -> Result<Json, ServiceError> {
         let reason = rejection_reason(body)?;
         let mut tx = self.db().begin().await?;
-        let (request, contract) = self
-            .load_change(&mut tx, caller, Action::Reject, id, denied)
+        let (request, contract, decision) = self
+            .review(&mut tx, caller, Action::Reject, id, denied)
             .await?;
-        if request.status != "pending" {
-            return Err(closed(&request));
-        }
-        self.maker_checker(caller, Action::Reject, &request, &contract, denied)?;
-        let decision = decide(caller, Action::Reject, &contract);
-        if !decision.allowed {
-            *denied = Some(self.record_event(
-                caller,
-                "decision",
-                Action::Reject,
-                &contract,
-                &decision,
-                json!({"change_request": request.id}),
-            ));
-            return Err(refusal(caller, Action::Reject, &contract, &decision));
-        }
         let at = self.now_text();
         if !store::close(
             &mut tx,

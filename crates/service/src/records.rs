@@ -89,9 +89,9 @@ pub(crate) fn noun(kind: ResourceType) -> &'static str {
     }
 }
 
-/// Decides `action` on a stored (or about to be stored) record.
-pub fn decide(caller: &Caller, action: Action, record: &Record) -> Decision {
-    let request = Request {
+/// The engine's request for `action` on `record` by `caller`.
+fn request_on<'a>(caller: &'a Caller, action: Action, record: &'a Record) -> Request<'a> {
+    Request {
         principal: caller.engine(),
         action,
         resource: Resource {
@@ -102,8 +102,12 @@ pub fn decide(caller: &Caller, action: Action, record: &Record) -> Decision {
             attrs: record,
         },
         elevated: caller.elevated_for(record.kind, action, Some(&record.partner_id)),
-    };
-    caller.policy.decide(&request)
+    }
+}
+
+/// Decides `action` on a stored (or about to be stored) record.
+pub fn decide(caller: &Caller, action: Action, record: &Record) -> Decision {
+    caller.policy.decide(&request_on(caller, action, record))
 }
 
 /// The refusal for a denied write the caller may read about.
@@ -132,19 +136,9 @@ pub(crate) fn reason(
     record: &Record,
     decision: &Decision,
 ) -> Option<String> {
-    let request = Request {
-        principal: caller.engine(),
-        action,
-        resource: Resource {
-            kind: record.kind,
-            id: &record.id,
-            partner_id: Some(&record.partner_id),
-            owner: record.owner.as_deref(),
-            attrs: record,
-        },
-        elevated: caller.elevated_for(record.kind, action, Some(&record.partner_id)),
-    };
-    caller.policy.deny_reason(&request, decision)
+    caller
+        .policy
+        .deny_reason(&request_on(caller, action, record), decision)
 }
 
 /// A decision that allowed nothing, with a reason of our own (for
