@@ -312,6 +312,42 @@ pub fn operations() -> Vec<Operation> {
         ),
         (
             "GET",
+            "/v1/policy/versions",
+            "list_policy_versions",
+            "Policy versions, newest first (policy:read)",
+        ),
+        (
+            "POST",
+            "/v1/policy/versions",
+            "propose_policy",
+            "Propose a policy version: checked, linted (errors block) and checked against current bindings for separation of duties",
+        ),
+        (
+            "GET",
+            "/v1/policy/versions/{number}",
+            "get_policy_version",
+            "A policy version with its text (policy:read)",
+        ),
+        (
+            "POST",
+            "/v1/policy/versions/{number}/approve",
+            "approve_policy",
+            "Approve and activate a proposed version (policy:apply, high-risk; never its author; lockout rule applies)",
+        ),
+        (
+            "POST",
+            "/v1/policy/versions/{number}/reject",
+            "reject_policy",
+            "Reject a proposed version (policy:apply)",
+        ),
+        (
+            "POST",
+            "/v1/policy/versions/{number}/rollback",
+            "rollback_policy",
+            "Propose an earlier version's text again (policy:rollback, high-risk)",
+        ),
+        (
+            "GET",
             "/v1/audit",
             "audit_trail",
             "The audit trail, newest first (audit:read; filters, cursor)",
@@ -626,6 +662,43 @@ pub fn v1() -> axum::Router<AppState> {
             }),
         )
         .route(
+            "/v1/policy/versions",
+            get(|State(state): State<AppState>, Auth(caller): Auth, QueryPairs(params): QueryPairs| async move {
+                Ok::<_, Problem>(Json(state.service.list_policy_versions(&caller, &params).await?))
+            })
+            .post(|State(state): State<AppState>, Auth(caller): Auth, body: JsonBody| async move {
+                Ok::<_, Problem>((StatusCode::CREATED, Json(state.service.propose_policy(&caller, &body.value).await?)))
+            }),
+        )
+        .route(
+            "/v1/policy/versions/{number}",
+            get(|State(state): State<AppState>, Auth(caller): Auth, Path(number): Path<String>| async move {
+                let number = version_number(&number)?;
+                Ok::<_, Problem>(Json(state.service.get_policy_version(&caller, number).await?))
+            }),
+        )
+        .route(
+            "/v1/policy/versions/{number}/approve",
+            post(|State(state): State<AppState>, Auth(caller): Auth, Path(number): Path<String>| async move {
+                let number = version_number(&number)?;
+                Ok::<_, Problem>(Json(state.service.approve_policy(&caller, number).await?))
+            }),
+        )
+        .route(
+            "/v1/policy/versions/{number}/reject",
+            post(|State(state): State<AppState>, Auth(caller): Auth, Path(number): Path<String>| async move {
+                let number = version_number(&number)?;
+                Ok::<_, Problem>(Json(state.service.reject_policy(&caller, number).await?))
+            }),
+        )
+        .route(
+            "/v1/policy/versions/{number}/rollback",
+            post(|State(state): State<AppState>, Auth(caller): Auth, Path(number): Path<String>, OptionalJson(body): OptionalJson| async move {
+                let number = version_number(&number)?;
+                Ok::<_, Problem>((StatusCode::CREATED, Json(state.service.rollback_policy(&caller, number, &body).await?)))
+            }),
+        )
+        .route(
             "/v1/audit",
             get(|State(state): State<AppState>, Auth(caller): Auth, QueryPairs(params): QueryPairs| async move {
                 Ok::<_, Problem>(Json(state.service.audit_trail(&caller, &params).await?))
@@ -728,6 +801,18 @@ pub fn v1() -> axum::Router<AppState> {
                 Ok::<_, Problem>((StatusCode::CREATED, Json(new_credential_json(&new))))
             }),
         )
+}
+
+fn version_number(text: &str) -> Result<i64, Problem> {
+    text.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            "Invalid request",
+            "a policy version is a positive number",
+        )
+        .with("path", "number")
+    })
 }
 
 fn new_credential_json(credential: &partnerdb_service::principals::NewCredential) -> Value {

@@ -18,6 +18,7 @@ pub mod elevations;
 pub mod error;
 pub mod me;
 pub mod metrics;
+pub mod policies;
 pub mod principals;
 pub mod records;
 pub mod trail;
@@ -200,6 +201,7 @@ impl Service {
             .await?
             .ok_or(OpenError::NotInitialised)?;
         let policy = compile(&text)?;
+        policies::adopt_unversioned(&db, &text).await?;
         let key = store_principals::setting(&db, CURSOR_KEY_SETTING)
             .await?
             .ok_or(OpenError::NotInitialised)?;
@@ -373,6 +375,23 @@ pub async fn bootstrap(
         .map_err(OpenError::from)?;
     // The chain starts with the policy and the first administrator.
     let version = policy_version(policy_text);
+    partnerdb_store::policies::insert(
+        &mut tx,
+        &partnerdb_store::policies::PolicyVersionRow {
+            number: 1,
+            hash: version.clone(),
+            content: policy_text.to_owned(),
+            author: "bootstrap".into(),
+            message: "initial policy (partnerdb init)".into(),
+            state: "active".into(),
+            approved_by: None,
+            rollback_of: None,
+            created_at: now.clone(),
+            decided_at: Some(now.clone()),
+        },
+    )
+    .await
+    .map_err(OpenError::from)?;
     let system_event =
         |kind: &str, action: &str, resource_type: &str, id: &str, detail: serde_json::Value| {
             partnerdb_store::audit::NewEvent {

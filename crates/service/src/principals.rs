@@ -229,7 +229,7 @@ impl Service {
     }
 
     /// A write transaction holding the principals lock.
-    async fn begin_locked(&self) -> Result<Tx, ServiceError> {
+    pub(crate) async fn begin_locked(&self) -> Result<Tx, ServiceError> {
         let mut tx = self.db().begin().await?;
         lock(&mut tx).await?;
         Ok(tx)
@@ -237,7 +237,7 @@ impl Service {
 
     /// The administrators now (holding `policy:apply`, with a credential
     /// neither revoked nor expired), inside a locked transaction.
-    async fn live_administrators(
+    pub(crate) async fn live_administrators(
         &self,
         tx: &mut Tx,
         policy: &CompiledPolicy,

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod changes;
 pub mod elevations;
 pub mod metrics;
+pub mod policies;
 pub mod principals;
 pub mod records;
 pub mod schema;

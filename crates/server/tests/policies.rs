@@ -1,0 +1,364 @@
+//! The life of a policy version on both backends: proposed (check, lint
+//! and separation of duties against the current bindings block it),
+//! approved by another principal with an elevation (never by its author),
+//! refused by the lockout rule, activated atomically and enforced at once,
+//! followed by a second server on the same database, rolled back.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::sync::Arc;
+
+use partnerdb_service::{Clock, Service};
+use partnerdb_testkit::{BACKENDS, TestApp, spawn};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+fn starter() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../policies/starter.toml"
+    ))
+    .unwrap()
+}
+
+const ANALYST: &str = r#"grants = [ { on = "metrics", can = ["read"] } ]"#;
+
+/// The starter where the analyst may also read partners' general fields.
+fn analyst_reads_partners() -> String {
+    let text = starter();
+    assert!(text.contains(ANALYST));
+    text.replace(
+        ANALYST,
+        r#"grants = [ { on = "metrics", can = ["read"] }, { on = "partner", can = ["read"], fields = ["general"] } ]"#,
+    )
+}
+
+/// An approved, activated elevation for `permission` of `token`'s
+/// principal, approved by `approver`: its token.
+async fn elevated(app: &TestApp, token: &str, approver: &str, permission: &str) -> String {
+    let asked = app
+        .post(
+            "/v1/elevations",
+            token,
+            &json!({"permissions": [permission], "reason": "policy change", "ttl_seconds": 600}),
+        )
+        .await;
+    assert_eq!(asked.status, StatusCode::CREATED, "{:?}", asked.body);
+    let id = asked.body["id"].as_str().unwrap();
+    let approved = app
+        .post(
+            &format!("/v1/elevations/{id}/approve"),
+            approver,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{:?}", approved.body);
+    let active = app
+        .post(&format!("/v1/elevations/{id}/activate"), token, &json!({}))
+        .await;
+    active.body["token"].as_str().unwrap().to_owned()
+}
+
+async fn post_elevated(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    elevation: &str,
+) -> partnerdb_testkit::Answer {
+    app.request(
+        Method::POST,
+        path,
+        Some(token),
+        Some(&json!({})),
+        &[("x-partnerdb-elevation", elevation)],
+    )
+    .await
+}
+
+async fn propose(app: &TestApp, content: &str) -> partnerdb_testkit::Answer {
+    app.post(
+        "/v1/policy/versions",
+        &app.admin_token,
+        &json!({"content": content, "message": "test change"}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_version_is_proposed_approved_enforced_and_rolled_back() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let (_, second) = app
+            .principal("second admin", &["admin"], None, json!({}))
+            .await;
+        let (_, analyst) = app.principal("an", &["analyst"], None, json!({})).await;
+        let partner = app
+            .record("partners", json!({"name": "P", "region": "emea"}))
+            .await;
+        let path = format!("/v1/partners/{}", partner["id"].as_str().unwrap());
+        assert_eq!(app.get(&path, &analyst).await.status, StatusCode::NOT_FOUND);
+
+        let proposed = propose(&app, &analyst_reads_partners()).await;
+        assert_eq!(
+            proposed.status,
+            StatusCode::CREATED,
+            "{backend:?} {:?}",
+            proposed.body
+        );
+        assert_eq!(proposed.body["number"], 2);
+        assert_eq!(proposed.body["state"], "proposed");
+        assert!(
+            proposed.body["diff"].to_string().contains("analyst"),
+            "{:?}",
+            proposed.body["diff"]
+        );
+        // Not yet in force.
+        assert_eq!(app.get(&path, &analyst).await.status, StatusCode::NOT_FOUND);
+
+        // policy:apply is high-risk: without an elevation, refused.
+        let plain = app
+            .post("/v1/policy/versions/2/approve", &second, &json!({}))
+            .await;
+        assert_eq!(
+            plain.body["code"], "elevation_required",
+            "{backend:?} {:?}",
+            plain.body
+        );
+        // Its author may not approve it, even elevated.
+        let own = elevated(&app, &app.admin_token, &second, "policy:apply").await;
+        let refused = post_elevated(
+            &app,
+            "/v1/policy/versions/2/approve",
+            &app.admin_token,
+            &own,
+        )
+        .await;
+        assert_eq!(refused.body["code"], "self_approval", "{:?}", refused.body);
+
+        let token = elevated(&app, &second, &app.admin_token, "policy:apply").await;
+        let approved = post_elevated(&app, "/v1/policy/versions/2/approve", &second, &token).await;
+        assert_eq!(
+            approved.status,
+            StatusCode::OK,
+            "{backend:?} {:?}",
+            approved.body
+        );
+        assert_eq!(approved.body["state"], "active");
+        // In force at once.
+        assert_eq!(
+            app.get(&path, &analyst).await.status,
+            StatusCode::OK,
+            "{backend:?}"
+        );
+        let history = app.get("/v1/policy/versions", &app.admin_token).await;
+        let states: Vec<(i64, String)> = history.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["number"].as_i64().unwrap(),
+                    v["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            states,
+            [(2, "active".to_owned()), (1, "superseded".to_owned())]
+        );
+        let shown = app.get("/v1/policy/versions/2", &app.admin_token).await;
+        assert_eq!(shown.body["content"], analyst_reads_partners());
+        // The read the analyst made is recorded with the version that decided it.
+        let trail = app
+            .get(
+                "/v1/audit?resource=partner&action=read&decision=allow",
+                &app.admin_token,
+            )
+            .await;
+        let hash = approved.body["hash"].as_str().unwrap();
+        assert_eq!(trail.body["items"][0]["policy_version"], hash);
+
+        // Rollback: version 1's text, proposed again as version 3.
+        let rollback_token = elevated(&app, &app.admin_token, &second, "policy:rollback").await;
+        let rolled = post_elevated(
+            &app,
+            "/v1/policy/versions/1/rollback",
+            &app.admin_token,
+            &rollback_token,
+        )
+        .await;
+        assert_eq!(rolled.status, StatusCode::CREATED, "{:?}", rolled.body);
+        assert_eq!(rolled.body["number"], 3);
+        assert_eq!(rolled.body["rollback_of"], 1);
+        let approved = post_elevated(&app, "/v1/policy/versions/3/approve", &second, &token).await;
+        assert_eq!(approved.status, StatusCode::OK, "{:?}", approved.body);
+        assert_eq!(app.get(&path, &analyst).await.status, StatusCode::NOT_FOUND);
+        let closed = post_elevated(&app, "/v1/policy/versions/3/approve", &second, &token).await;
+        assert_eq!(closed.body["code"], "policy_version_closed");
+    }
+}
+
+#[tokio::test]
+async fn proposals_and_approvals_are_refused_with_the_rule_named() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let (_, second) = app
+            .principal("second admin", &["admin"], None, json!({}))
+            .await;
+        // Check errors and lint errors block a proposal.
+        let invalid = propose(&app, "[policy]\nname = 1\n").await;
+        assert_eq!(
+            invalid.status,
+            StatusCode::BAD_REQUEST,
+            "{:?}",
+            invalid.body
+        );
+        assert_eq!(invalid.body["code"], "policy_invalid");
+        let no_admin = starter().replace(r#"[roles.admin]"#, "[roles.admin_removed]");
+        let no_admin = no_admin.replace(
+            r#"grants = [ { on = "*", can = ["*"] } ]"#,
+            r#"grants = [ { on = "partner", can = ["read"] } ]"#,
+        );
+        let linted = propose(&app, &no_admin).await;
+        assert_eq!(
+            linted.body["code"], "policy_lint_errors",
+            "{backend:?} {:?}",
+            linted.body
+        );
+        assert!(linted.body["detail"].as_str().unwrap().contains("no-admin"));
+
+        // Separation of duties against the bindings in force: finance and
+        // read_only are fine together today; a version where read_only
+        // also books transactions would make that principal break the
+        // transaction maker-checker rule.
+        app.principal("both", &["finance", "read_only"], None, json!({}))
+            .await;
+        let sod = starter().replace(
+            r#"  { on = "transaction", can = ["read"], fields = ["general"] },
+]
+
+[roles.read_write]"#,
+            r#"  { on = "transaction", can = ["read", "create"], fields = ["general"] },
+]
+
+[roles.read_write]"#,
+        );
+        assert_ne!(sod, starter());
+        let refused = propose(&app, &sod).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::CONFLICT,
+            "{backend:?} {:?}",
+            refused.body
+        );
+        assert_eq!(refused.body["code"], "separation_of_duties");
+        assert!(
+            refused.body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("transaction maker-checker")
+        );
+
+        // Lockout: a version under which nobody bound holds policy:apply
+        // (the admin role keeps everything else) is refused at approval.
+        let lockout = starter().replace(
+            r#"[roles.admin]"#,
+            "[roles.policy_admin]\ndescription = \"Applies policies\"\ngrants = [ { on = \"policy\", can = [\"read\", \"propose\", \"apply\", \"rollback\"] } ]\n\n[roles.admin]",
+        );
+        let lockout = lockout.replace(
+            r#"grants = [ { on = "*", can = ["*"] } ]"#,
+            r#"grants = [ { on = "partner", can = ["*"] }, { on = "principal", can = ["*"] }, { on = "elevation", can = ["*"] } ]"#,
+        );
+        let proposed = propose(&app, &lockout).await;
+        assert_eq!(
+            proposed.status,
+            StatusCode::CREATED,
+            "{backend:?} {:?}",
+            proposed.body
+        );
+        let number = proposed.body["number"].as_i64().unwrap();
+        let token = elevated(&app, &second, &app.admin_token, "policy:apply").await;
+        let refused = post_elevated(
+            &app,
+            &format!("/v1/policy/versions/{number}/approve"),
+            &second,
+            &token,
+        )
+        .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::CONFLICT,
+            "{backend:?} {:?}",
+            refused.body
+        );
+        assert_eq!(refused.body["code"], "lockout");
+        // Rejected instead.
+        let rejected = post_elevated(
+            &app,
+            &format!("/v1/policy/versions/{number}/reject"),
+            &second,
+            &token,
+        )
+        .await;
+        assert_eq!(rejected.body["state"], "rejected", "{:?}", rejected.body);
+        // Nobody without policy:read sees versions.
+        let (_, analyst) = app.principal("an", &["analyst"], None, json!({})).await;
+        assert_eq!(
+            app.get("/v1/policy/versions", &analyst).await.status,
+            StatusCode::FORBIDDEN
+        );
+    }
+}
+
+#[tokio::test]
+async fn another_server_on_the_database_follows_an_activation() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        // A second service on the same database, as another server would be.
+        let other = Arc::new(
+            Service::open(
+                app.service.db().clone(),
+                app.clock.clone() as Arc<dyn Clock>,
+                partnerdb_service::audit::AuditConfig::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        let before = other.policy_version();
+        let (_, second) = app
+            .principal("second admin", &["admin"], None, json!({}))
+            .await;
+        let proposed = propose(&app, &analyst_reads_partners()).await;
+        let number = proposed.body["number"].as_i64().unwrap();
+        let token = elevated(&app, &second, &app.admin_token, "policy:apply").await;
+        let approved = post_elevated(
+            &app,
+            &format!("/v1/policy/versions/{number}/approve"),
+            &second,
+            &token,
+        )
+        .await;
+        assert_eq!(approved.status, StatusCode::OK, "{:?}", approved.body);
+        assert_eq!(other.policy_version(), before, "not before it polls");
+        other.poll_policy().await.unwrap();
+        assert_eq!(
+            &*other.policy_version(),
+            approved.body["hash"].as_str().unwrap()
+        );
+        assert_eq!(
+            &*app.service.policy_version(),
+            approved.body["hash"].as_str().unwrap()
+        );
+    }
+}

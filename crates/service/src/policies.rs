@@ -1,0 +1,529 @@
+//! Policy versions (R11, R13): proposed after check, lint and a
+//! separation-of-duties check against the current bindings; approved by a
+//! *different* principal holding `policy:apply` (high-risk: with an
+//! elevation), refused when it would leave fewer administrators than
+//! `min_admins`; activated atomically (the version's state and the `policy`
+//! setting in one transaction with the event) and taken into use at once by
+//! this server and, by polling, within a second by every server sharing the
+//! database. A rollback proposes an earlier version's text again.
+//!
+//! Each request is decided by exactly one version: the `Caller` holds the
+//! compiled policy it was authenticated under, and its audit event records
+//! that version.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use partnerdb_policy::diagnostic::{Report, Severity, SourceFile};
+use partnerdb_policy::{
+    Action, CompiledPolicy, Decision, Denial, NoAttributes, Request, Resource, ResourceType,
+    parse_policy,
+};
+use partnerdb_store::policies::{self as store, PolicyVersionRow};
+use partnerdb_store::{Db, StoreError, principals as store_principals};
+use serde_json::{Value as Json, json};
+
+use crate::audit::{self, Draft};
+use crate::auth::Caller;
+use crate::error::ServiceError;
+use crate::{ActivePolicy, Service, policy_version};
+
+/// How often a server looks for a version activated elsewhere.
+pub const POLICY_POLL: Duration = Duration::from_millis(500);
+/// The largest policy text, in bytes.
+pub const MAX_POLICY_BYTES: usize = 512 * 1024;
+
+/// Records the policy in force as version 1 in a database initialised
+/// before versions were kept.
+pub async fn adopt_unversioned(db: &Db, text: &str) -> Result<(), StoreError> {
+    if store::active(db).await?.is_some() {
+        return Ok(());
+    }
+    let now = partnerdb_store::now();
+    let mut tx = db.begin().await?;
+    if store::list(db, None, 1).await?.is_empty() {
+        store::insert(
+            &mut tx,
+            &PolicyVersionRow {
+                number: 1,
+                hash: policy_version(text),
+                content: text.to_owned(),
+                author: "bootstrap".into(),
+                message: "the policy in force before versions were kept".into(),
+                state: "active".into(),
+                approved_by: None,
+                rollback_of: None,
+                created_at: now.clone(),
+                decided_at: Some(now),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await
+}
+
+fn version_json(v: &PolicyVersionRow, with_content: bool) -> Json {
+    let mut out = json!({
+        "number": v.number,
+        "hash": v.hash,
+        "author": v.author,
+        "message": v.message,
+        "state": v.state,
+        "approved_by": v.approved_by,
+        "rollback_of": v.rollback_of,
+        "created_at": v.created_at,
+        "decided_at": v.decided_at,
+    });
+    if with_content {
+        out["content"] = Json::from(v.content.as_str());
+    }
+    out
+}
+
+/// Checks and lints a candidate: the compiled policy and the lint findings
+/// that do not block it, or why it is refused.
+fn check_candidate(text: &str) -> Result<(CompiledPolicy, Vec<Json>), ServiceError> {
+    let source = SourceFile::new("proposed policy", text);
+    let policy = parse_policy(&source).map_err(|diagnostics| {
+        ServiceError::invalid(
+            "policy_invalid",
+            "/content",
+            Report {
+                source: &source,
+                diagnostics: &diagnostics,
+            }
+            .to_string(),
+        )
+    })?;
+    let findings = partnerdb_policy::lint::lint(&policy);
+    let errors: Vec<_> = findings
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .cloned()
+        .collect();
+    if !errors.is_empty() {
+        return Err(ServiceError::invalid(
+            "policy_lint_errors",
+            "/content",
+            Report {
+                source: &source,
+                diagnostics: &errors,
+            }
+            .to_string(),
+        ));
+    }
+    let shown = findings.iter().map(|d| d.to_json(&source)).collect();
+    Ok((CompiledPolicy::compile(policy), shown))
+}
+
+impl Service {
+    /// Takes `text` into use in this server (already checked and stored).
+    fn take_into_use(&self, text: &str) -> Result<(), ServiceError> {
+        let compiled = crate::compile(text).map_err(|error| {
+            ServiceError::conflict(
+                "policy_invalid",
+                format!("the stored policy does not compile: {error}"),
+            )
+        })?;
+        self.policy.store(Arc::new(ActivePolicy {
+            compiled: Arc::new(compiled),
+            version: policy_version(text).into(),
+        }));
+        self.principals_changed();
+        Ok(())
+    }
+
+    /// Follows activations made through other servers: polls the active
+    /// version every [`POLICY_POLL`] and takes a new one into use.
+    pub async fn follow_policy(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(POLICY_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(error) = self.poll_policy().await {
+                tracing::warn!(%error, "cannot check for a new policy version");
+            }
+        }
+    }
+
+    /// One poll: takes the active version into use if it is not already.
+    pub async fn poll_policy(&self) -> Result<(), ServiceError> {
+        let Some((number, hash)) = store::active(self.db()).await? else {
+            return Ok(());
+        };
+        if *self.policy_version() == *hash {
+            return Ok(());
+        }
+        if let Some(version) = store::get(self.db(), number).await? {
+            self.take_into_use(&version.content)?;
+            tracing::info!(number, hash = %version.hash, "policy version taken into use");
+        }
+        Ok(())
+    }
+
+    /// Decides `policy:<action>`; a refusal is recorded and returned.
+    async fn may_policy(
+        &self,
+        caller: &Caller,
+        action: Action,
+        id: &str,
+    ) -> Result<Decision, ServiceError> {
+        let request = Request {
+            principal: caller.engine(),
+            action,
+            resource: Resource {
+                kind: ResourceType::Policy,
+                id,
+                partner_id: None,
+                owner: None,
+                attrs: &NoAttributes,
+            },
+            elevated: caller.elevated_for(ResourceType::Policy, action, None),
+        };
+        let decision = caller.policy.decide(&request);
+        if decision.allowed {
+            return Ok(decision);
+        }
+        let reason = caller.policy.deny_reason(&request, &decision);
+        let event = self.policy_event(caller, action.name(), id, &decision, reason, json!({}));
+        let error = if decision.denial == Some(Denial::ElevationRequired) {
+            ServiceError::ElevationRequired {
+                permission: format!("policy:{action}"),
+            }
+        } else {
+            ServiceError::forbidden("forbidden", format!("you may not {action} policies"))
+        };
+        self.refuse(error, Some(event)).await
+    }
+
+    fn policy_event(
+        &self,
+        caller: &Caller,
+        action: &str,
+        id: &str,
+        decision: &Decision,
+        reason: Option<String>,
+        extra: Json,
+    ) -> partnerdb_store::audit::NewEvent {
+        self.event(
+            caller,
+            Draft {
+                kind: if decision.allowed && action != "read" {
+                    "policy"
+                } else {
+                    "decision"
+                },
+                action,
+                resource_type: "policy",
+                resource_id: Some(id),
+                partner_id: None,
+                decision,
+                reason,
+                input: audit::input(
+                    caller,
+                    action,
+                    json!({"type": "policy", "id": id}),
+                    caller.elevated_for(
+                        ResourceType::Policy,
+                        Action::parse(action).unwrap_or(Action::Read),
+                        None,
+                    ),
+                ),
+                extra,
+            },
+        )
+    }
+
+    /// Proposes a version: `{"content": "<policy TOML>", "message": "…"}`.
+    pub async fn propose_policy(&self, caller: &Caller, body: &Json) -> Result<Json, ServiceError> {
+        let decision = self.may_policy(caller, Action::Propose, "new").await?;
+        let object = body.as_object().ok_or_else(|| {
+            ServiceError::invalid("invalid_body", "", "the request body must be a JSON object")
+        })?;
+        if let Some(name) = object
+            .keys()
+            .find(|k| !["content", "message"].contains(&k.as_str()))
+        {
+            return Err(ServiceError::invalid(
+                "unknown_field",
+                format!("/{name}"),
+                format!("a proposal has content and message, not `{name}`"),
+            ));
+        }
+        let content = object
+            .get("content")
+            .and_then(Json::as_str)
+            .filter(|c| !c.trim().is_empty() && c.len() <= MAX_POLICY_BYTES)
+            .ok_or_else(|| {
+                ServiceError::invalid(
+                    "missing_field",
+                    "/content",
+                    format!(
+                        "`content` is the policy's TOML text, at most {MAX_POLICY_BYTES} bytes"
+                    ),
+                )
+            })?;
+        let message = object
+            .get("message")
+            .and_then(Json::as_str)
+            .filter(|m| !m.trim().is_empty() && m.len() <= 2000)
+            .ok_or_else(|| {
+                ServiceError::invalid(
+                    "missing_field",
+                    "/message",
+                    "a proposal needs a `message` (1 to 2000 bytes)",
+                )
+            })?;
+        self.store_proposal(caller, &decision, content, message, None)
+            .await
+    }
+
+    /// Proposes an earlier version's text again (`policy:rollback`).
+    pub async fn rollback_policy(
+        &self,
+        caller: &Caller,
+        number: i64,
+        body: &Json,
+    ) -> Result<Json, ServiceError> {
+        let decision = self
+            .may_policy(caller, Action::Rollback, &number.to_string())
+            .await?;
+        let earlier = store::get(self.db(), number)
+            .await?
+            .ok_or(ServiceError::NotFound("policy version"))?;
+        let message = body
+            .get("message")
+            .and_then(Json::as_str)
+            .map_or_else(|| format!("rollback to version {number}"), str::to_owned);
+        self.store_proposal(caller, &decision, &earlier.content, &message, Some(number))
+            .await
+    }
+
+    async fn store_proposal(
+        &self,
+        caller: &Caller,
+        decision: &Decision,
+        content: &str,
+        message: &str,
+        rollback_of: Option<i64>,
+    ) -> Result<Json, ServiceError> {
+        let (candidate, findings) = check_candidate(content)?;
+        let mut tx = self.begin_locked().await?;
+        let bindings = store_principals::all_bindings(&mut tx).await?;
+        for (principal, roles) in &bindings {
+            if let Some(violation) = crate::principals::sod_violation(&candidate, roles) {
+                return Err(ServiceError::conflict(
+                    "separation_of_duties",
+                    format!(
+                        "under this version, principal {principal} would break a rule: {violation}"
+                    ),
+                ));
+            }
+        }
+        let diff = partnerdb_policy::diff::diff(caller.policy.policy(), candidate.policy());
+        let mut row = PolicyVersionRow {
+            number: 0,
+            hash: policy_version(content),
+            content: content.to_owned(),
+            author: caller.principal.id.clone(),
+            message: message.to_owned(),
+            state: "proposed".into(),
+            approved_by: None,
+            rollback_of,
+            created_at: self.now_text(),
+            decided_at: None,
+        };
+        row.number = store::insert(&mut tx, &row).await?;
+        let event = self.policy_event(
+            caller,
+            if rollback_of.is_some() {
+                "rollback"
+            } else {
+                "propose"
+            },
+            &row.number.to_string(),
+            decision,
+            None,
+            json!({"number": row.number, "hash": row.hash, "rollback_of": rollback_of}),
+        );
+        self.append_in(&mut tx, event).await?;
+        tx.commit().await?;
+        let mut out = version_json(&row, false);
+        out["lint"] = Json::from(findings);
+        out["diff"] = serde_json::to_value(&diff).unwrap_or(Json::Null);
+        Ok(out)
+    }
+
+    /// The versions, newest first (`policy:read`): `before`, `limit`.
+    pub async fn list_policy_versions(
+        &self,
+        caller: &Caller,
+        params: &[(String, String)],
+    ) -> Result<Json, ServiceError> {
+        self.may_policy(caller, Action::Read, "versions").await?;
+        let mut before = None;
+        let mut limit = 50usize;
+        for (name, value) in params {
+            match name.as_str() {
+                "before" => {
+                    before = Some(value.parse::<i64>().map_err(|_| {
+                        ServiceError::invalid(
+                            "invalid_value",
+                            "before",
+                            "`before` is a version number",
+                        )
+                    })?);
+                }
+                "limit" => {
+                    limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=200).contains(n))
+                        .ok_or_else(|| {
+                            ServiceError::invalid(
+                                "invalid_limit",
+                                "limit",
+                                "`limit` must be a number from 1 to 200",
+                            )
+                        })?;
+                }
+                _ => {
+                    return Err(ServiceError::invalid(
+                        "unknown_parameter",
+                        name.clone(),
+                        format!("unknown query parameter `{name}`"),
+                    ));
+                }
+            }
+        }
+        let rows = store::list(self.db(), before, limit).await?;
+        Ok(json!({"items": rows.iter().map(|v| version_json(v, false)).collect::<Vec<_>>()}))
+    }
+
+    /// One version with its text (`policy:read`).
+    pub async fn get_policy_version(
+        &self,
+        caller: &Caller,
+        number: i64,
+    ) -> Result<Json, ServiceError> {
+        self.may_policy(caller, Action::Read, &number.to_string())
+            .await?;
+        let version = store::get(self.db(), number)
+            .await?
+            .ok_or(ServiceError::NotFound("policy version"))?;
+        Ok(version_json(&version, true))
+    }
+
+    /// Approves a proposed version (`policy:apply`, never by its author)
+    /// and activates it at once.
+    pub async fn approve_policy(&self, caller: &Caller, number: i64) -> Result<Json, ServiceError> {
+        let id = number.to_string();
+        let decision = self.may_policy(caller, Action::Apply, &id).await?;
+        let version = store::get(self.db(), number)
+            .await?
+            .ok_or(ServiceError::NotFound("policy version"))?;
+        if version.author == caller.principal.id {
+            let error = ServiceError::forbidden(
+                "self_approval",
+                "you proposed this version, so you may not approve it: another principal with policy:apply must",
+            );
+            let refused = Decision {
+                allowed: false,
+                ..decision
+            };
+            let event = self.policy_event(
+                caller,
+                "apply",
+                &id,
+                &refused,
+                Some(error.to_string()),
+                json!({}),
+            );
+            return self.refuse(error, Some(event)).await;
+        }
+        let (candidate, _) = check_candidate(&version.content)?;
+        let mut tx = self.begin_locked().await?;
+        let version = store::get_in(&mut tx, number)
+            .await?
+            .ok_or(ServiceError::NotFound("policy version"))?;
+        if version.state != "proposed" {
+            return Err(ServiceError::conflict(
+                "policy_version_closed",
+                format!("version {number} is {}, not proposed", version.state),
+            ));
+        }
+        let current = self.policy();
+        let (_, before) = self.live_administrators(&mut tx, &current).await?;
+        let (_, after) = self.live_administrators(&mut tx, &candidate).await?;
+        let min = candidate.policy().min_admins as usize;
+        if after.len() < min && after.len() <= before.len() {
+            return Err(ServiceError::conflict(
+                "lockout",
+                format!(
+                    "refused by the lockout rule (R13): under version {number}, {} principal(s) would hold policy:apply with a live credential; it requires at least {min}",
+                    after.len()
+                ),
+            ));
+        }
+        let at = self.now_text();
+        if !store::activate(&mut tx, number, &caller.principal.id, &at).await? {
+            return Err(ServiceError::conflict(
+                "policy_version_closed",
+                format!("version {number} is no longer proposed"),
+            ));
+        }
+        let event = self.policy_event(
+            caller,
+            "apply",
+            &id,
+            &decision,
+            None,
+            json!({"number": number, "hash": version.hash, "previous": current_version_hash(self), "author": version.author}),
+        );
+        self.append_in(&mut tx, event).await?;
+        tx.commit().await?;
+        self.take_into_use(&version.content)?;
+        let active = PolicyVersionRow {
+            state: "active".into(),
+            approved_by: Some(caller.principal.id.clone()),
+            decided_at: Some(at),
+            ..version
+        };
+        Ok(version_json(&active, false))
+    }
+
+    /// Rejects a proposed version (`policy:apply`).
+    pub async fn reject_policy(&self, caller: &Caller, number: i64) -> Result<Json, ServiceError> {
+        let id = number.to_string();
+        let decision = self.may_policy(caller, Action::Apply, &id).await?;
+        let mut tx = self.db().begin().await?;
+        let at = self.now_text();
+        if !store::reject(&mut tx, number, &caller.principal.id, &at).await? {
+            return Err(match store::get_in(&mut tx, number).await? {
+                None => ServiceError::NotFound("policy version"),
+                Some(v) => ServiceError::conflict(
+                    "policy_version_closed",
+                    format!("version {number} is {}, not proposed", v.state),
+                ),
+            });
+        }
+        let event = self.policy_event(
+            caller,
+            "reject",
+            &id,
+            &decision,
+            None,
+            json!({"number": number}),
+        );
+        self.append_in(&mut tx, event).await?;
+        tx.commit().await?;
+        let version = store::get(self.db(), number)
+            .await?
+            .ok_or(ServiceError::NotFound("policy version"))?;
+        Ok(version_json(&version, false))
+    }
+}
+
+fn current_version_hash(service: &Service) -> String {
+    service.policy_version().to_string()
+}
