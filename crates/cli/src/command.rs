@@ -10,3 +10,4 @@ pub mod init;
 pub mod lint;
 pub mod serve;
 pub mod test;
+pub mod versions;

@@ -50,6 +50,18 @@ enum PolicyCommand {
     Explain(command::explain::Args),
     /// Run a file of test cases with expected decisions against a policy
     Test(command::test::Args),
+    /// Propose a policy version to a running server (after check and lint)
+    Propose(command::versions::ProposeArgs),
+    /// Approve and activate a proposed version (another principal; policy:apply)
+    Approve(command::versions::VersionArgs),
+    /// Reject a proposed version
+    Reject(command::versions::VersionArgs),
+    /// Propose an earlier version's text again (policy:rollback)
+    Rollback(command::versions::VersionArgs),
+    /// List the server's policy versions, newest first
+    History(command::versions::HistoryArgs),
+    /// Print one policy version with its text
+    Show(command::versions::VersionArgs),
 }
 
 /// What a command reports back to `main`.
@@ -72,6 +84,14 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Diff(args)) => command::diff::run(args),
         Command::Policy(PolicyCommand::Explain(args)) => command::explain::run(args),
         Command::Policy(PolicyCommand::Test(args)) => command::test::run(args),
+        Command::Policy(PolicyCommand::Propose(args)) => command::versions::propose(args),
+        Command::Policy(PolicyCommand::Approve(args)) => command::versions::decide(args, "approve"),
+        Command::Policy(PolicyCommand::Reject(args)) => command::versions::decide(args, "reject"),
+        Command::Policy(PolicyCommand::Rollback(args)) => {
+            command::versions::decide(args, "rollback")
+        }
+        Command::Policy(PolicyCommand::History(args)) => command::versions::history(args),
+        Command::Policy(PolicyCommand::Show(args)) => command::versions::show(args),
         Command::Authorize(args) => command::authorize::run(args),
     };
     match result {
