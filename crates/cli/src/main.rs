@@ -52,8 +52,10 @@ enum PolicyCommand {
     Test(command::test::Args),
     /// Propose a policy version to a running server (after check and lint)
     Propose(command::versions::ProposeArgs),
+    /// Plan a proposed version: permission changes, lint, lockout, recorded decisions replayed
+    Plan(command::versions::PlanArgs),
     /// Approve and activate a proposed version (another principal; policy:apply)
-    Approve(command::versions::VersionArgs),
+    Approve(command::versions::ApproveArgs),
     /// Reject a proposed version
     Reject(command::versions::VersionArgs),
     /// Propose an earlier version's text again (policy:rollback)
@@ -85,7 +87,8 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Explain(args)) => command::explain::run(args),
         Command::Policy(PolicyCommand::Test(args)) => command::test::run(args),
         Command::Policy(PolicyCommand::Propose(args)) => command::versions::propose(args),
-        Command::Policy(PolicyCommand::Approve(args)) => command::versions::decide(args, "approve"),
+        Command::Policy(PolicyCommand::Plan(args)) => command::versions::plan(args),
+        Command::Policy(PolicyCommand::Approve(args)) => command::versions::approve(args),
         Command::Policy(PolicyCommand::Reject(args)) => command::versions::decide(args, "reject"),
         Command::Policy(PolicyCommand::Rollback(args)) => {
             command::versions::decide(args, "rollback")

@@ -214,6 +214,35 @@ fn versions_through_the_command_line() {
         .output()
         .unwrap();
     assert!(text(&shown).contains("# reviewed 2026-12"));
+    // A plan of a version that changes no permission: exit 0.
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(&plain, &starter).unwrap();
+    let proposed = partnerdb()
+        .args([
+            "policy",
+            "propose",
+            plain.to_str().unwrap(),
+            "-m",
+            "drop the note",
+            "--server",
+            &base,
+        ])
+        .env("PARTNERDB_TOKEN", &admin)
+        .output()
+        .unwrap();
+    assert!(proposed.status.success(), "{}", text(&proposed));
+    let plan = partnerdb()
+        .args(["policy", "plan", "3", "--days", "1", "--server", &base])
+        .env("PARTNERDB_TOKEN", &admin)
+        .output()
+        .unwrap();
+    assert!(plan.status.success(), "{}", text(&plan));
+    assert!(
+        text(&plan).contains("0 allow→deny, 0 deny→allow"),
+        "{}",
+        text(&plan)
+    );
+    assert!(text(&plan).contains("lockout: ok"), "{}", text(&plan));
     server.kill().unwrap();
     server.wait().unwrap();
 }

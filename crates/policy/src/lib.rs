@@ -20,6 +20,7 @@ pub mod model;
 pub mod parse;
 mod reader;
 pub mod schema;
+pub mod simulate;
 pub mod testcase;
 
 pub use diagnostic::{Diagnostic, Severity, SourceFile, Span};

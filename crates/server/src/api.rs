@@ -332,7 +332,13 @@ pub fn operations() -> Vec<Operation> {
             "POST",
             "/v1/policy/versions/{number}/approve",
             "approve_policy",
-            "Approve and activate a proposed version (policy:apply, high-risk; never its author; lockout rule applies)",
+            "Approve and activate a proposed version (policy:apply, high-risk; never its author; lockout rule applies; a breaking version needs {\"accept_breaking\": true})",
+        ),
+        (
+            "GET",
+            "/v1/policy/versions/{number}/plan",
+            "plan_policy",
+            "Plan a version: permission changes per role and principal, lint, lockout, and recorded decisions replayed (days)",
         ),
         (
             "POST",
@@ -679,9 +685,16 @@ pub fn v1() -> axum::Router<AppState> {
         )
         .route(
             "/v1/policy/versions/{number}/approve",
-            post(|State(state): State<AppState>, Auth(caller): Auth, Path(number): Path<String>| async move {
+            post(|State(state): State<AppState>, Auth(caller): Auth, Path(number): Path<String>, OptionalJson(body): OptionalJson| async move {
                 let number = version_number(&number)?;
-                Ok::<_, Problem>(Json(state.service.approve_policy(&caller, number).await?))
+                Ok::<_, Problem>(Json(state.service.approve_policy(&caller, number, &body).await?))
+            }),
+        )
+        .route(
+            "/v1/policy/versions/{number}/plan",
+            get(|State(state): State<AppState>, Auth(caller): Auth, Path(number): Path<String>, QueryPairs(params): QueryPairs| async move {
+                let number = version_number(&number)?;
+                Ok::<_, Problem>(Json(state.service.plan_policy(&caller, number, &params).await?))
             }),
         )
         .route(

@@ -70,11 +70,21 @@ async fn post_elevated(
     token: &str,
     elevation: &str,
 ) -> partnerdb_testkit::Answer {
+    post_elevated_with(app, path, token, elevation, json!({})).await
+}
+
+async fn post_elevated_with(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    elevation: &str,
+    body: serde_json::Value,
+) -> partnerdb_testkit::Answer {
     app.request(
         Method::POST,
         path,
         Some(token),
-        Some(&json!({})),
+        Some(&body),
         &[("x-partnerdb-elevation", elevation)],
     )
     .await
@@ -185,6 +195,14 @@ async fn a_version_is_proposed_approved_enforced_and_rolled_back() {
         let hash = approved.body["hash"].as_str().unwrap();
         assert_eq!(trail.body["items"][0]["policy_version"], hash);
 
+        // Two more reads by the analyst: three allowed reads by id in all,
+        // which a rollback would deny (counted here, by the test).
+        let mut allowed_reads = 1;
+        for _ in 0..2 {
+            assert_eq!(app.get(&path, &analyst).await.status, StatusCode::OK);
+            allowed_reads += 1;
+        }
+
         // Rollback: version 1's text, proposed again as version 3.
         let rollback_token = elevated(&app, &app.admin_token, &second, "policy:rollback").await;
         let rolled = post_elevated(
@@ -197,7 +215,49 @@ async fn a_version_is_proposed_approved_enforced_and_rolled_back() {
         assert_eq!(rolled.status, StatusCode::CREATED, "{:?}", rolled.body);
         assert_eq!(rolled.body["number"], 3);
         assert_eq!(rolled.body["rollback_of"], 1);
-        let approved = post_elevated(&app, "/v1/policy/versions/3/approve", &second, &token).await;
+        // The plan replays the recorded decisions against version 3.
+        let plan = app
+            .get("/v1/policy/versions/3/plan?days=1", &app.admin_token)
+            .await;
+        assert_eq!(plan.status, StatusCode::OK, "{:?}", plan.body);
+        let simulation = &plan.body["simulation"];
+        assert_eq!(
+            simulation["total"]["allow_to_deny"], allowed_reads,
+            "{backend:?} {simulation}"
+        );
+        assert_eq!(simulation["total"]["deny_to_allow"], 0, "{simulation}");
+        assert_eq!(
+            simulation["by_role"]["analyst"]["allow_to_deny"],
+            allowed_reads
+        );
+        assert_eq!(
+            simulation["by_route"]["GET /v1/partners/{id}"]["allow_to_deny"],
+            allowed_reads
+        );
+        assert_eq!(simulation["breaking"], true);
+        assert_eq!(plan.body["lockout"]["ok"], true);
+        let analyst_change = plan.body["principals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["roles"] == json!(["analyst"]))
+            .unwrap();
+        assert_eq!(analyst_change["lost"], json!(["partner:read"]));
+        // Breaking: refused without an explicit acceptance.
+        let refused = post_elevated(&app, "/v1/policy/versions/3/approve", &second, &token).await;
+        assert_eq!(
+            refused.body["code"], "breaking_change",
+            "{:?}",
+            refused.body
+        );
+        let approved = post_elevated_with(
+            &app,
+            "/v1/policy/versions/3/approve",
+            &second,
+            &token,
+            json!({"accept_breaking": true}),
+        )
+        .await;
         assert_eq!(approved.status, StatusCode::OK, "{:?}", approved.body);
         assert_eq!(app.get(&path, &analyst).await.status, StatusCode::NOT_FOUND);
         let closed = post_elevated(&app, "/v1/policy/versions/3/approve", &second, &token).await;

@@ -318,6 +318,15 @@ impl Service {
             detail.extend(outcome);
         }
         detail.insert("input".into(), draft.input);
+        // Whether the policy made this decision (a replay can reproduce
+        // it), or the service did (a missing record, the maker-checker
+        // rule, a field check).
+        let engine = if draft.decision.allowed {
+            !draft.decision.matched.is_empty()
+        } else {
+            draft.decision.denial.is_some()
+        };
+        detail.insert("engine".into(), Json::Bool(engine));
         if let Json::Object(extra) = draft.extra {
             detail.extend(extra);
         }

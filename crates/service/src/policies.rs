@@ -416,9 +416,25 @@ impl Service {
 
     /// Approves a proposed version (`policy:apply`, never by its author)
     /// and activates it at once.
-    pub async fn approve_policy(&self, caller: &Caller, number: i64) -> Result<Json, ServiceError> {
+    pub async fn approve_policy(
+        &self,
+        caller: &Caller,
+        number: i64,
+        body: &Json,
+    ) -> Result<Json, ServiceError> {
         let id = number.to_string();
         let decision = self.may_policy(caller, Action::Apply, &id).await?;
+        let accept_breaking = match body.get("accept_breaking") {
+            None | Some(Json::Null) => false,
+            Some(Json::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ServiceError::invalid(
+                    "wrong_type",
+                    "/accept_breaking",
+                    "`accept_breaking` is true or false",
+                ));
+            }
+        };
         let version = store::get(self.db(), number)
             .await?
             .ok_or(ServiceError::NotFound("policy version"))?;
@@ -465,6 +481,17 @@ impl Service {
                 ),
             ));
         }
+        // Breaking: it denies something allowed in the plan's window.
+        let simulation = self.simulate(&candidate, PLAN_DAYS).await?;
+        if simulation["breaking"] == Json::Bool(true) && !accept_breaking {
+            return Err(ServiceError::conflict(
+                "breaking_change",
+                format!(
+                    "version {number} denies {} decision(s) allowed in the last {PLAN_DAYS} days (see `partnerdb policy plan {number}`); approve with accept_breaking to apply it anyway",
+                    simulation["total"]["allow_to_deny"]
+                ),
+            ));
+        }
         let at = self.now_text();
         if !store::activate(&mut tx, number, &caller.principal.id, &at).await? {
             return Err(ServiceError::conflict(
@@ -478,7 +505,7 @@ impl Service {
             &id,
             &decision,
             None,
-            json!({"number": number, "hash": version.hash, "previous": current_version_hash(self), "author": version.author}),
+            json!({"number": number, "hash": version.hash, "previous": current_version_hash(self), "author": version.author, "breaking": simulation["breaking"], "accepted_breaking": accept_breaking}),
         );
         self.append_in(&mut tx, event).await?;
         tx.commit().await?;
@@ -522,6 +549,175 @@ impl Service {
             .ok_or(ServiceError::NotFound("policy version"))?;
         Ok(version_json(&version, false))
     }
+}
+
+/// The window a plan replays by default, in days.
+pub const PLAN_DAYS: i64 = 30;
+/// The most recorded decisions a plan replays.
+pub const MAX_REPLAYED: usize = 2_000_000;
+
+/// A recorded decision, owned: its input text, whether it was allowed,
+/// and its route.
+struct RecordedDecision {
+    input: String,
+    allowed: bool,
+    route: String,
+}
+
+/// The permissions a set of roles holds under `policy`.
+fn held(policy: &partnerdb_policy::Policy, roles: &[String]) -> std::collections::BTreeSet<String> {
+    roles
+        .iter()
+        .filter_map(|name| policy.role(name))
+        .flat_map(|role| partnerdb_policy::effective::Effective::of_role(role).permissions())
+        .map(|p| p.to_string())
+        .collect()
+}
+
+impl Service {
+    /// The policy's own decisions on single records and objects recorded
+    /// in the last `days` days, newest first (at most [`MAX_REPLAYED`]).
+    async fn recorded_decisions(&self, days: i64) -> Result<Vec<RecordedDecision>, ServiceError> {
+        let filter = partnerdb_store::audit::AuditFilter {
+            since: Some(self.time_text(-days.saturating_mul(86_400))),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        let mut before = None;
+        loop {
+            let page = partnerdb_store::audit::list(self.db(), &filter, before, 5_000).await?;
+            let Some(last) = page.last() else { break };
+            before = Some(last.event.seq);
+            for stored in &page {
+                let Ok(detail) = serde_json::from_str::<Json>(&stored.event.detail) else {
+                    continue;
+                };
+                let input = &detail["input"];
+                // Lists (no single resource) and decisions the service made
+                // itself are not replayed.
+                if detail["engine"] != Json::Bool(true)
+                    || input["resource"]["id"].as_str().is_none_or(str::is_empty)
+                {
+                    continue;
+                }
+                out.push(RecordedDecision {
+                    input: input.to_string(),
+                    allowed: stored.event.decision == "allow",
+                    route: format!(
+                        "{} {}",
+                        detail["request"]["method"].as_str().unwrap_or(""),
+                        detail["request"]["route"].as_str().unwrap_or("")
+                    ),
+                });
+                if out.len() >= MAX_REPLAYED {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replays the recorded decisions of the last `days` days against
+    /// `candidate`: the simulation, with load and replay times.
+    async fn simulate(&self, candidate: &CompiledPolicy, days: i64) -> Result<Json, ServiceError> {
+        let started = std::time::Instant::now();
+        let recorded = self.recorded_decisions(days).await?;
+        let loaded = partnerdb_policy::simulate::Loaded::load(recorded.iter().map(|r| {
+            partnerdb_policy::simulate::Recorded {
+                input: &r.input,
+                allowed: r.allowed,
+                route: &r.route,
+            }
+        }));
+        let load_ms = started.elapsed().as_secs_f64() * 1e3;
+        let started = std::time::Instant::now();
+        let simulation = loaded.replay(candidate);
+        let replay_ms = started.elapsed().as_secs_f64() * 1e3;
+        let mut out = serde_json::to_value(&simulation).unwrap_or(Json::Null);
+        out["days"] = Json::from(days);
+        out["breaking"] = Json::Bool(simulation.breaking());
+        out["load_ms"] = Json::from(load_ms);
+        out["replay_ms"] = Json::from(replay_ms);
+        Ok(out)
+    }
+
+    /// The plan of a version (`policy:read`): effective-permission changes
+    /// per role and per bound principal, lint findings, the lockout check,
+    /// and the recorded decisions of the last `days` days replayed against
+    /// it.
+    pub async fn plan_policy(
+        &self,
+        caller: &Caller,
+        number: i64,
+        params: &[(String, String)],
+    ) -> Result<Json, ServiceError> {
+        self.may_policy(caller, Action::Read, &number.to_string())
+            .await?;
+        let mut days = PLAN_DAYS;
+        for (name, value) in params {
+            match name.as_str() {
+                "days" => {
+                    days = value
+                        .parse()
+                        .ok()
+                        .filter(|d| (1..=3650).contains(d))
+                        .ok_or_else(|| {
+                            ServiceError::invalid(
+                                "invalid_value",
+                                "days",
+                                "`days` is a number from 1 to 3650",
+                            )
+                        })?;
+                }
+                _ => {
+                    return Err(ServiceError::invalid(
+                        "unknown_parameter",
+                        name.clone(),
+                        format!("unknown query parameter `{name}`"),
+                    ));
+                }
+            }
+        }
+        let version = store::get(self.db(), number)
+            .await?
+            .ok_or(ServiceError::NotFound("policy version"))?;
+        let (candidate, findings) = check_candidate(&version.content)?;
+        let active = self.policy();
+        let diff = partnerdb_policy::diff::diff(active.policy(), candidate.policy());
+        let mut tx = self.db().begin().await?;
+        let bindings = store_principals::all_bindings(&mut tx).await?;
+        let (_, admins_now) = self.live_administrators(&mut tx, &active).await?;
+        let (_, admins_after) = self.live_administrators(&mut tx, &candidate).await?;
+        drop(tx);
+        let mut principals = Vec::new();
+        for (id, roles) in &bindings {
+            let (old, new) = (
+                held(active.policy(), roles),
+                held(candidate.policy(), roles),
+            );
+            let gained: Vec<&String> = new.difference(&old).collect();
+            let lost: Vec<&String> = old.difference(&new).collect();
+            if !gained.is_empty() || !lost.is_empty() {
+                principals.push(json!({"id": id, "roles": roles, "gained": gained, "lost": lost}));
+            }
+        }
+        let min = candidate.policy().min_admins as usize;
+        let lockout_ok = admins_after.len() >= min || admins_after.len() > admins_now.len();
+        let simulation = self.simulate(&candidate, days).await?;
+        Ok(json!({
+            "version": version_json(&version, false),
+            "against": active_version_label(self),
+            "diff": serde_json::to_value(&diff).unwrap_or(Json::Null),
+            "principals": principals,
+            "lint": findings,
+            "lockout": {"ok": lockout_ok, "administrators_now": admins_now.len(), "administrators_after": admins_after.len(), "min_admins": min},
+            "simulation": simulation,
+        }))
+    }
+}
+
+fn active_version_label(service: &Service) -> String {
+    service.policy_version().to_string()
 }
 
 fn current_version_hash(service: &Service) -> String {

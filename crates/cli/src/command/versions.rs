@@ -51,6 +51,32 @@ pub struct VersionArgs {
     api: ApiArgs,
 }
 
+/// `policy approve`.
+#[derive(Debug, clap::Args)]
+pub struct ApproveArgs {
+    /// The version number
+    #[arg(value_name = "VERSION")]
+    number: i64,
+    /// Apply it even though it denies something allowed recently (see `policy plan`)
+    #[arg(long)]
+    accept_breaking: bool,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+/// `policy plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The version number
+    #[arg(value_name = "VERSION")]
+    number: i64,
+    /// Replay the recorded decisions of this many days
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(i64).range(1..=3650))]
+    days: i64,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
 /// `policy history`.
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
@@ -213,6 +239,173 @@ pub fn decide(args: VersionArgs, verb: &str) -> anyhow::Result<Outcome> {
         Some(json!({})),
     ))?;
     Ok(finish(&api, answer, print_version))
+}
+
+/// `policy approve VERSION [--accept-breaking]`.
+pub fn approve(args: ApproveArgs) -> anyhow::Result<Outcome> {
+    let api = Api::new(&args.api)?;
+    let answer = runtime()?.block_on(api.call(
+        reqwest::Method::POST,
+        &format!("/v1/policy/versions/{}/approve", args.number),
+        Some(json!({"accept_breaking": args.accept_breaking})),
+    ))?;
+    Ok(finish(&api, answer, print_version))
+}
+
+/// `policy plan VERSION [--days N]`: exit 1 when the version is breaking
+/// or fails the lockout check.
+pub fn plan(args: PlanArgs) -> anyhow::Result<Outcome> {
+    let api = Api::new(&args.api)?;
+    let runtime = runtime()?;
+    let bar = if api.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner()
+    };
+    bar.set_message(format!(
+        "replaying {} days of recorded decisions",
+        args.days
+    ));
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let answer = runtime.block_on(api.call(
+        reqwest::Method::GET,
+        &format!(
+            "/v1/policy/versions/{}/plan?days={}",
+            args.number, args.days
+        ),
+        None,
+    ))?;
+    bar.finish_and_clear();
+    let Some(plan) = answer else {
+        return Ok(Outcome::Findings);
+    };
+    let breaking = plan["simulation"]["breaking"] == Value::Bool(true);
+    let lockout_ok = plan["lockout"]["ok"] == Value::Bool(true);
+    if api.json {
+        println!("{plan}");
+    } else {
+        print_plan(&plan);
+    }
+    Ok(if breaking || !lockout_ok {
+        Outcome::Findings
+    } else {
+        Outcome::Clean
+    })
+}
+
+fn print_plan(plan: &Value) {
+    print_version(&plan["version"]);
+    println!(
+        "against the active version {}",
+        plan["against"].as_str().unwrap_or("?")
+    );
+    println!("\nroles:");
+    for role in plan["diff"]["roles"].as_array().into_iter().flatten() {
+        let list = |key: &str, sign: char| -> Vec<String> {
+            role[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    format!(
+                        "{sign}{} ({}{}) [{}]",
+                        c["permission"].as_str().unwrap_or("?"),
+                        c["scope"].as_str().unwrap_or("?"),
+                        c["when"]
+                            .as_array()
+                            .filter(|w| !w.is_empty())
+                            .map(|w| format!(", when {}", Value::Array(w.clone())))
+                            .unwrap_or_default(),
+                        c["fields"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+                .collect()
+        };
+        let mut changes = list("gained", '+');
+        changes.extend(list("lost", '-'));
+        println!(
+            "  {} ({}): {}",
+            role["role"].as_str().unwrap_or("?"),
+            role["status"].as_str().unwrap_or("?"),
+            changes.join("; ")
+        );
+    }
+    println!("\nprincipals whose permissions change:");
+    for p in plan["principals"].as_array().into_iter().flatten() {
+        println!(
+            "  {} {}: gains {} loses {}",
+            p["id"].as_str().unwrap_or("?"),
+            p["roles"],
+            p["gained"],
+            p["lost"]
+        );
+    }
+    println!("\nlint:");
+    for f in plan["lint"].as_array().into_iter().flatten() {
+        println!(
+            "  {}[{}]: {}",
+            f["severity"].as_str().unwrap_or("?"),
+            f["code"].as_str().unwrap_or("?"),
+            f["message"].as_str().unwrap_or("")
+        );
+    }
+    let lockout = &plan["lockout"];
+    println!(
+        "\nlockout: {} ({} administrator(s) after, {} now, at least {} required)",
+        if lockout["ok"] == Value::Bool(true) {
+            "ok"
+        } else {
+            "REFUSED"
+        },
+        lockout["administrators_after"],
+        lockout["administrators_now"],
+        lockout["min_admins"]
+    );
+    let sim = &plan["simulation"];
+    println!(
+        "\nsimulation over {} days: {} decisions replayed ({} skipped; loaded in {:.0} ms, replayed in {:.1} ms): {} allow→deny, {} deny→allow{}",
+        sim["days"],
+        sim["replayed"],
+        sim["skipped"],
+        sim["load_ms"].as_f64().unwrap_or(0.0),
+        sim["replay_ms"].as_f64().unwrap_or(0.0),
+        sim["total"]["allow_to_deny"],
+        sim["total"]["deny_to_allow"],
+        if sim["breaking"] == Value::Bool(true) {
+            "  BREAKING: approve needs --accept-breaking"
+        } else {
+            ""
+        }
+    );
+    for (what, key) in [
+        ("role", "by_role"),
+        ("route", "by_route"),
+        ("principal", "by_principal"),
+    ] {
+        for (name, counts) in sim[key].as_object().into_iter().flatten() {
+            println!(
+                "  {what} {name}: {} allow→deny, {} deny→allow",
+                counts["allow_to_deny"], counts["deny_to_allow"]
+            );
+        }
+    }
+    for e in sim["examples"].as_array().into_iter().flatten() {
+        println!(
+            "  e.g. {} {} on {} by {}: {} → {}",
+            e["route"].as_str().unwrap_or(""),
+            e["permission"].as_str().unwrap_or(""),
+            e["resource_id"].as_str().unwrap_or(""),
+            e["principal"].as_str().unwrap_or(""),
+            e["before"].as_str().unwrap_or(""),
+            e["after"].as_str().unwrap_or("")
+        );
+    }
 }
 
 /// `policy show VERSION`.
