@@ -119,8 +119,10 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Activations made through other servers sharing the database.
+    // Activations made through other servers sharing the database, and
+    // elevations reaching their end.
     let follower = tokio::spawn(state.service.clone().follow_policy());
+    let sweeper = tokio::spawn(state.service.clone().expire_elevations());
     let served = axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
@@ -128,5 +130,6 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await;
     follower.abort();
+    sweeper.abort();
     served
 }

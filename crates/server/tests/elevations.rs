@@ -342,6 +342,25 @@ async fn an_elevation_ends_when_it_expires_or_is_revoked() {
             .get(&format!("/v1/elevations/{id}"), &app.admin_token)
             .await;
         assert_eq!(seen.body["status"], "expired");
+        // The expiry itself is recorded, once, whoever sweeps.
+        // (The server's own sweeper may have marked it first.)
+        assert!(app.service.sweep_expired_elevations().await.unwrap() <= 1);
+        assert_eq!(app.service.sweep_expired_elevations().await.unwrap(), 0);
+        let expiry = app
+            .get(
+                &format!("/v1/audit?resource=elevation&resource_id={id}&action=expire"),
+                &app.admin_token,
+            )
+            .await;
+        assert_eq!(
+            expiry.body["items"].as_array().unwrap().len(),
+            1,
+            "{backend:?}"
+        );
+        let seen = app
+            .get(&format!("/v1/elevations/{id}"), &app.admin_token)
+            .await;
+        assert_eq!(seen.body["status"], "expired");
 
         // Revoked: refused at once.
         let (id, token) = elevation(

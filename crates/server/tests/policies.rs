@@ -236,6 +236,18 @@ async fn a_version_is_proposed_approved_enforced_and_rolled_back() {
         );
         assert_eq!(simulation["breaking"], true);
         assert_eq!(plan.body["lockout"]["ok"], true);
+        // Usage-based findings against this deployment: no principal holds
+        // the maintenance role.
+        assert!(
+            plan.body["usage_lint"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["code"] == "role-without-principal"
+                    && f["message"].as_str().unwrap().contains("maintenance")),
+            "{:?}",
+            plan.body["usage_lint"]
+        );
         let analyst_change = plan.body["principals"]
             .as_array()
             .unwrap()

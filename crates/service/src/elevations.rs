@@ -33,7 +33,7 @@ pub const MAX_PERMISSIONS: usize = 16;
 /// The longest reason, in bytes.
 pub const MAX_REASON: usize = 2000;
 
-const STATUSES: [&str; 4] = ["pending", "approved", "denied", "revoked"];
+const STATUSES: [&str; 5] = ["pending", "approved", "denied", "revoked", "expired"];
 
 fn new_elevation_token() -> String {
     let mut bytes = [0u8; 24];
@@ -77,6 +77,7 @@ fn state(row: &ElevationRow, now: &str) -> &'static str {
         "approved" => "approved",
         "pending" => "pending",
         "denied" => "denied",
+        "expired" => "expired",
         _ => "revoked",
     }
 }
@@ -604,6 +605,51 @@ impl Service {
         self.append_in(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Marks approved elevations whose end has passed as expired, each
+    /// with an audit event (a system event: no principal). Servers sharing
+    /// a database may sweep at once; each elevation is marked and recorded
+    /// once. Returns how many were marked.
+    pub async fn sweep_expired_elevations(&self) -> Result<usize, ServiceError> {
+        let now = self.now_text();
+        let mut tx = self.db().begin().await?;
+        let due = store::due(&mut tx, &now, 100).await?;
+        let mut marked = 0;
+        for row in &due {
+            if !store::expire(&mut tx, &row.id).await? {
+                continue;
+            }
+            let event = NewEvent {
+                at: now.clone(),
+                kind: "elevation".into(),
+                principal_id: None,
+                action: "expire".into(),
+                resource_type: "elevation".into(),
+                resource_id: Some(row.id.clone()),
+                partner_id: row.partner_id.clone(),
+                decision: "allow".into(),
+                policy_version: self.policy_version().to_string(),
+                detail: json!({"requester": row.principal_id, "expires_at": row.expires_at, "permissions": serde_json::from_str::<Json>(&row.permissions).unwrap_or(Json::Null)}).to_string(),
+                matched: Vec::new(),
+            };
+            self.append_in(&mut tx, event).await?;
+            marked += 1;
+        }
+        tx.commit().await?;
+        Ok(marked)
+    }
+
+    /// Sweeps expired elevations every second, forever (a task).
+    pub async fn expire_elevations(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(error) = self.sweep_expired_elevations().await {
+                tracing::warn!(%error, "cannot mark expired elevations");
+            }
+        }
     }
 
     /// Attaches the elevation an `X-Partnerdb-Elevation` token carries to

@@ -551,6 +551,8 @@ impl Service {
     }
 }
 
+/// What a plan's usage findings count as unused, in days.
+pub const USAGE_UNUSED_DAYS: u32 = 90;
 /// The window a plan replays by default, in days.
 pub const PLAN_DAYS: i64 = 30;
 /// The most recorded decisions a plan replays.
@@ -704,7 +706,21 @@ impl Service {
         let min = candidate.policy().min_admins as usize;
         let lockout_ok = admins_after.len() >= min || admins_after.len() > admins_now.len();
         let simulation = self.simulate(&candidate, days).await?;
+        // The findings that need this deployment's bindings and usage.
+        let facts =
+            crate::trail::usage_facts(self.db(), self.clock().now().as_second(), USAGE_UNUSED_DAYS)
+                .await
+                .map_err(|error| match error {
+                    crate::trail::FactsError::Store(store) => ServiceError::Store(store),
+                    other => ServiceError::conflict("usage_unreadable", other.to_string()),
+                })?;
+        let source = SourceFile::new("proposed policy", &version.content);
+        let usage: Vec<Json> = partnerdb_policy::lint_usage::lint_usage(candidate.policy(), &facts)
+            .iter()
+            .map(|d| d.to_json(&source))
+            .collect();
         Ok(json!({
+            "usage_lint": usage,
             "version": version_json(&version, false),
             "against": active_version_label(self),
             "diff": serde_json::to_value(&diff).unwrap_or(Json::Null),

@@ -304,3 +304,68 @@ fn readable_classes(caller: &Caller, resource: &Json) -> Vec<&'static str> {
         Vec::new()
     }
 }
+
+/// Why a deployment's usage facts could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FactsError {
+    /// The database failed.
+    #[error("cannot read the bindings and usage counters: {0}")]
+    Store(#[from] partnerdb_store::StoreError),
+    /// A stored time does not parse.
+    #[error("the database holds a malformed time `{0}`")]
+    MalformedTime(String),
+}
+
+/// The principals with their roles, the usage counters and the start of
+/// the usage history, as `policy lint --usage` and a plan need them.
+pub async fn usage_facts(
+    db: &partnerdb_store::Db,
+    now: i64,
+    unused_days: u32,
+) -> Result<partnerdb_policy::lint_usage::UsageFacts, FactsError> {
+    use partnerdb_policy::lint_usage::{PrincipalFacts, UsageFacts};
+    let seconds = |at: &str| -> Result<i64, FactsError> {
+        at.parse::<jiff::Timestamp>()
+            .map(|t| t.as_second())
+            .map_err(|_| FactsError::MalformedTime(at.to_owned()))
+    };
+    let mut facts = UsageFacts {
+        now,
+        unused_days,
+        ..UsageFacts::default()
+    };
+    let mut principal_last = std::collections::BTreeMap::new();
+    for counter in store::usage(db, None, None).await? {
+        let Some(at) = counter.last_at.as_deref() else {
+            continue;
+        };
+        let at = seconds(at)?;
+        match counter.kind.as_str() {
+            "principal" => drop(principal_last.insert(counter.name, at)),
+            "role" => drop(facts.role_last_used.insert(counter.name, at)),
+            "grant" => drop(facts.grant_last_used.insert(counter.name, at)),
+            _ => {}
+        }
+    }
+    facts.history_start = store::first_event_at(db)
+        .await?
+        .as_deref()
+        .map(seconds)
+        .transpose()?;
+    let mut after = None;
+    loop {
+        let page = partnerdb_store::principals::list(db, after.as_deref(), 500).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        for principal in page {
+            facts.principals.push(PrincipalFacts {
+                last_used: principal_last.get(&principal.id).copied(),
+                created_at: seconds(&principal.created_at)?,
+                id: principal.id,
+                name: principal.name,
+                roles: principal.roles,
+            });
+        }
+    }
+    Ok(facts)
+}

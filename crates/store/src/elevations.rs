@@ -19,7 +19,7 @@ pub struct ElevationRow {
     pub reason: String,
     /// How long it lasts once approved.
     pub ttl_seconds: i64,
-    /// `pending`, `approved`, `denied` or `revoked`.
+    /// `pending`, `approved`, `denied`, `revoked` or `expired`.
     pub status: String,
     /// Who approved, denied or revoked it.
     pub decided_by: Option<String>,
@@ -191,5 +191,32 @@ pub async fn revoke(tx: &mut Tx, id: &str, by: &str, at: &str) -> Result<bool, S
         .push(") WHERE id = ")
         .bind(id)
         .push(" AND status IN ('pending', 'approved')");
+    Ok(tx.execute(&sql).await? == 1)
+}
+
+/// Approved elevations whose end has passed (at most `limit`).
+pub async fn due(tx: &mut Tx, now: &str, limit: usize) -> Result<Vec<ElevationRow>, StoreError> {
+    let mut sql = tx.sql();
+    sql.push("SELECT ")
+        .push(COLUMNS)
+        .push(" FROM elevations WHERE status = 'approved' AND expires_at <= ")
+        .bind(now)
+        .push(" ORDER BY id LIMIT ")
+        .bind(limit as i64);
+    Ok(tx
+        .fetch_all(&sql)
+        .await?
+        .into_iter()
+        .map(from_row)
+        .collect())
+}
+
+/// Marks an approved elevation expired. Returns false when it was no
+/// longer approved (another server marked it, or it was revoked).
+pub async fn expire(tx: &mut Tx, id: &str) -> Result<bool, StoreError> {
+    let mut sql = tx.sql();
+    sql.push("UPDATE elevations SET status = 'expired' WHERE id = ")
+        .bind(id)
+        .push(" AND status = 'approved'");
     Ok(tx.execute(&sql).await? == 1)
 }

@@ -7,9 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use partnerdb_policy::diagnostic::Report;
 use partnerdb_policy::lint::lint;
-use partnerdb_policy::lint_usage::{PrincipalFacts, UsageFacts, lint_usage};
+use partnerdb_policy::lint_usage::{UsageFacts, lint_usage};
 use partnerdb_policy::{Severity, parse_policy};
-use partnerdb_store::{audit, principals};
 
 use super::data::DataArgs;
 use crate::Outcome;
@@ -106,56 +105,12 @@ fn usage_facts(data: &DataArgs, unused_days: u32) -> anyhow::Result<UsageFacts> 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     runtime.block_on(async {
         let db = data.open_existing().await?;
-        let seconds = |at: &str| -> anyhow::Result<i64> {
-            Ok(at
-                .parse::<jiff::Timestamp>()
-                .with_context(|| format!("the database holds a malformed time `{at}`"))?
-                .as_second())
-        };
-        let counters = audit::usage(&db, None, None)
-            .await
-            .context("cannot read the usage counters")?;
-        let mut facts = UsageFacts {
-            now: jiff::Timestamp::now().as_second(),
+        let facts = partnerdb_service::trail::usage_facts(
+            &db,
+            jiff::Timestamp::now().as_second(),
             unused_days,
-            ..UsageFacts::default()
-        };
-        let mut principal_last = std::collections::BTreeMap::new();
-        for counter in counters {
-            let Some(at) = counter.last_at.as_deref() else {
-                continue;
-            };
-            let at = seconds(at)?;
-            match counter.kind.as_str() {
-                "principal" => drop(principal_last.insert(counter.name, at)),
-                "role" => drop(facts.role_last_used.insert(counter.name, at)),
-                "grant" => drop(facts.grant_last_used.insert(counter.name, at)),
-                _ => {}
-            }
-        }
-        facts.history_start = audit::first_event_at(&db)
-            .await
-            .context("cannot read the audit trail")?
-            .as_deref()
-            .map(seconds)
-            .transpose()?;
-        let mut after = None;
-        loop {
-            let page = principals::list(&db, after.as_deref(), 500)
-                .await
-                .context("cannot read the principals")?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
-            for principal in page {
-                facts.principals.push(PrincipalFacts {
-                    last_used: principal_last.get(&principal.id).copied(),
-                    created_at: seconds(&principal.created_at)?,
-                    id: principal.id,
-                    name: principal.name,
-                    roles: principal.roles,
-                });
-            }
-        }
+        )
+        .await?;
         db.close().await;
         Ok(facts)
     })

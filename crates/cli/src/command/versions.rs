@@ -346,8 +346,9 @@ fn print_plan(plan: &Value) {
             p["lost"]
         );
     }
-    println!("\nlint:");
-    for f in plan["lint"].as_array().into_iter().flatten() {
+    println!("\nlint (static, and against this deployment's bindings and usage):");
+    let findings = plan["lint"].as_array().into_iter().flatten();
+    for f in findings.chain(plan["usage_lint"].as_array().into_iter().flatten()) {
         println!(
             "  {}[{}]: {}",
             f["severity"].as_str().unwrap_or("?"),
