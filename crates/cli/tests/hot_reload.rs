@@ -10,36 +10,15 @@
     reason = "tests"
 )]
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{Server, init, starter_path};
 use partnerdb_testkit::{Backend, database};
 use serde_json::{Value, json};
-
-fn partnerdb() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_partnerdb"))
-}
-
-struct Servers(Vec<Child>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 const ANALYST: &str = r#"grants = [ { on = "metrics", can = ["read"] } ]"#;
 
@@ -57,58 +36,13 @@ fn three_servers_switch_within_a_second_and_never_mix_versions() {
     );
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("signing.key");
-    let init = partnerdb()
-        .args([
-            "init",
-            "--database-url",
-            &url,
-            "--signing-key",
-            key.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let admin = String::from_utf8(init.stdout)
-        .unwrap()
-        .split_whitespace()
-        .find(|w| w.starts_with("pdb_"))
-        .unwrap()
-        .to_owned();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let _servers = Servers(
-        ports
-            .iter()
-            .map(|port| {
-                partnerdb()
-                    .args([
-                        "serve",
-                        "--database-url",
-                        &url,
-                        "--signing-key",
-                        key.to_str().unwrap(),
-                        "--listen",
-                        &format!("127.0.0.1:{port}"),
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    );
-    let bases: Vec<String> = ports
-        .iter()
-        .map(|p| format!("http://127.0.0.1:{p}"))
+    let key_arg = key.to_str().unwrap();
+    let admin = init(&["--database-url", &url, "--signing-key", key_arg]);
+    let servers: Vec<Server> = (0..3)
+        .map(|_| Server::start(&["--database-url", &url, "--signing-key", key_arg]))
         .collect();
-    let starter = std::fs::read_to_string(format!(
-        "{}/../../policies/starter.toml",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
+    let starter = std::fs::read_to_string(starter_path()).unwrap();
     assert!(starter.contains(ANALYST));
     let candidate = starter.replace(
         ANALYST,
@@ -117,17 +51,8 @@ fn three_servers_switch_within_a_second_and_never_mix_versions() {
 
     runtime.block_on(async move {
         let client = reqwest::Client::new();
-        for base in &bases {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !client
-                .get(format!("{base}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                assert!(Instant::now() < deadline, "a server did not start");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        for server in &servers {
+            server.ready(&client).await;
         }
         let call = |method: reqwest::Method,
                     base: String,

@@ -9,67 +9,24 @@
     reason = "tests"
 )]
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use common::{Server, init, partnerdb, starter_path as starter};
 use partnerdb_store::{Db, DbOptions};
 use serde_json::{Value, json};
-
-fn partnerdb() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_partnerdb"))
-}
-
-fn starter() -> String {
-    format!("{}/../../policies/starter.toml", env!("CARGO_MANIFEST_DIR"))
-}
 
 #[test]
 fn usage_findings_come_from_bindings_and_counters() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap();
-    let init = partnerdb()
-        .args(["init", "--data", data_arg])
-        .output()
-        .unwrap();
-    assert!(init.status.success());
-    let stdout = String::from_utf8(init.stdout).unwrap();
-    let admin = stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("pdb_"))
-        .unwrap()
-        .to_owned();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut server = partnerdb()
-        .args([
-            "serve",
-            "--data",
-            data_arg,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let admin = init(&["--data", data_arg]);
+    let server = Server::start(&["--data", data_arg]);
+    let base = server.base.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let ids = runtime.block_on(async {
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(Instant::now() < deadline, "the server did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        server.ready(&client).await;
         let mut ids = Vec::new();
         for (name, roles) in [
             ("both", json!(["read_only", "read_write"])),
@@ -109,8 +66,7 @@ fn usage_findings_come_from_bindings_and_counters() {
         assert!(listed.status().is_success());
         ids
     });
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.stop();
 
     let lint = |days: &str| {
         let output = partnerdb()

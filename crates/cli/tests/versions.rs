@@ -9,14 +9,12 @@
     reason = "tests"
 )]
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::process::Output;
+
+use common::{Server, init, partnerdb, starter_path};
 use serde_json::{Value, json};
-
-fn partnerdb() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_partnerdb"))
-}
 
 fn text(output: &Output) -> String {
     format!(
@@ -31,49 +29,14 @@ fn versions_through_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap();
-    let init = partnerdb()
-        .args(["init", "--data", data_arg])
-        .output()
-        .unwrap();
-    assert!(init.status.success());
-    let admin = String::from_utf8(init.stdout)
-        .unwrap()
-        .split_whitespace()
-        .find(|w| w.starts_with("pdb_"))
-        .unwrap()
-        .to_owned();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut server = partnerdb()
-        .args([
-            "serve",
-            "--data",
-            data_arg,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let admin = init(&["--data", data_arg]);
+    let server = Server::start(&["--data", data_arg]);
+    let base = server.base.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // A second administrator with an approved elevation for policy:apply.
     let (second, elevation) = runtime.block_on(async {
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(Instant::now() < deadline, "the server did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        server.ready(&client).await;
         let post = |token: String, path: String, body: Value| {
             let client = client.clone();
             let base = base.clone();
@@ -106,11 +69,7 @@ fn versions_through_the_command_line() {
     });
 
     let policy = dir.path().join("policy.toml");
-    let starter = std::fs::read_to_string(format!(
-        "{}/../../policies/starter.toml",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let starter = std::fs::read_to_string(starter_path()).unwrap();
     std::fs::write(&policy, format!("{starter}\n# reviewed 2026-12\n")).unwrap();
     let policy_arg = policy.to_str().unwrap();
 
@@ -243,6 +202,5 @@ fn versions_through_the_command_line() {
         text(&plan)
     );
     assert!(text(&plan).contains("lockout: ok"), "{}", text(&plan));
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.stop();
 }
