@@ -398,24 +398,10 @@ impl Service {
                 }
                 "after" if value.len() <= 64 => after = Some(value.clone()),
                 "limit" => {
-                    limit = value
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=MAX_CHANGE_PAGE).contains(n))
-                        .ok_or_else(|| {
-                            ServiceError::invalid(
-                                "invalid_limit",
-                                "limit",
-                                format!("`limit` must be a number from 1 to {MAX_CHANGE_PAGE}"),
-                            )
-                        })?;
+                    limit = ServiceError::page_limit(value, MAX_CHANGE_PAGE)?;
                 }
                 _ => {
-                    return Err(ServiceError::invalid(
-                        "unknown_parameter",
-                        name.clone(),
-                        format!("unknown or invalid query parameter `{name}`"),
-                    ));
+                    return Err(ServiceError::unknown_parameter(name));
                 }
             }
         }

@@ -405,24 +405,10 @@ impl Service {
                 "status" if STATUSES.contains(&value.as_str()) => status = Some(value.clone()),
                 "after" if value.len() <= 64 => after = Some(value.clone()),
                 "limit" => {
-                    limit = value
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=200).contains(n))
-                        .ok_or_else(|| {
-                            ServiceError::invalid(
-                                "invalid_limit",
-                                "limit",
-                                "`limit` must be a number from 1 to 200",
-                            )
-                        })?;
+                    limit = ServiceError::page_limit(value, 200)?;
                 }
                 _ => {
-                    return Err(ServiceError::invalid(
-                        "unknown_parameter",
-                        name.clone(),
-                        format!("unknown or invalid query parameter `{name}`"),
-                    ));
+                    return Err(ServiceError::unknown_parameter(name));
                 }
             }
         }

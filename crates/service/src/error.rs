@@ -105,6 +105,30 @@ impl ServiceError {
         }
     }
 
+    /// A page size outside 1..=`max`.
+    pub fn page_limit(value: &str, max: usize) -> Result<usize, ServiceError> {
+        value
+            .parse()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ServiceError::invalid(
+                    "invalid_limit",
+                    "limit",
+                    format!("`limit` must be a number from 1 to {max}"),
+                )
+            })
+    }
+
+    /// A query parameter the operation does not take.
+    pub fn unknown_parameter(name: &str) -> ServiceError {
+        ServiceError::invalid(
+            "unknown_parameter",
+            name,
+            format!("unknown or invalid query parameter `{name}`"),
+        )
+    }
+
     /// The stable code of the error.
     pub fn code(&self) -> &'static str {
         match self {

@@ -375,24 +375,10 @@ impl Service {
                     })?);
                 }
                 "limit" => {
-                    limit = value
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=200).contains(n))
-                        .ok_or_else(|| {
-                            ServiceError::invalid(
-                                "invalid_limit",
-                                "limit",
-                                "`limit` must be a number from 1 to 200",
-                            )
-                        })?;
+                    limit = ServiceError::page_limit(value, 200)?;
                 }
                 _ => {
-                    return Err(ServiceError::invalid(
-                        "unknown_parameter",
-                        name.clone(),
-                        format!("unknown query parameter `{name}`"),
-                    ));
+                    return Err(ServiceError::unknown_parameter(name));
                 }
             }
         }
@@ -672,11 +658,7 @@ impl Service {
                         })?;
                 }
                 _ => {
-                    return Err(ServiceError::invalid(
-                        "unknown_parameter",
-                        name.clone(),
-                        format!("unknown query parameter `{name}`"),
-                    ));
+                    return Err(ServiceError::unknown_parameter(name));
                 }
             }
         }
