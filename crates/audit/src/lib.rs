@@ -54,16 +54,33 @@ pub struct Event {
     pub detail: String,
 }
 
-fn put(out: &mut Vec<u8>, field: &str) {
-    out.extend_from_slice(&(field.len() as u64).to_le_bytes());
-    out.extend_from_slice(field.as_bytes());
+/// Where the canonical encoding goes: a buffer, or straight into a hasher.
+trait Sink {
+    fn bytes(&mut self, bytes: &[u8]);
 }
 
-fn put_opt(out: &mut Vec<u8>, field: Option<&str>) {
+impl Sink for Vec<u8> {
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Sink for Sha256 {
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+fn put(out: &mut impl Sink, field: &str) {
+    out.bytes(&(field.len() as u64).to_le_bytes());
+    out.bytes(field.as_bytes());
+}
+
+fn put_opt(out: &mut impl Sink, field: Option<&str>) {
     match field {
-        None => out.push(0),
+        None => out.bytes(&[0]),
         Some(text) => {
-            out.push(1);
+            out.bytes(&[1]);
             put(out, text);
         }
     }
@@ -73,26 +90,31 @@ impl Event {
     /// The canonical encoding hashed into the chain.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + self.detail.len());
-        out.extend_from_slice(b"partnerdb-audit-v1");
-        out.extend_from_slice(&self.seq.to_le_bytes());
-        put(&mut out, &self.at);
-        put(&mut out, &self.kind);
-        put_opt(&mut out, self.principal_id.as_deref());
-        put(&mut out, &self.action);
-        put(&mut out, &self.resource_type);
-        put_opt(&mut out, self.resource_id.as_deref());
-        put_opt(&mut out, self.partner_id.as_deref());
-        put(&mut out, &self.decision);
-        put(&mut out, &self.policy_version);
-        put(&mut out, &self.detail);
+        self.write(&mut out);
         out
     }
 
-    /// The event's hash after `prev_hash`.
+    fn write(&self, out: &mut impl Sink) {
+        out.bytes(b"partnerdb-audit-v1");
+        out.bytes(&self.seq.to_le_bytes());
+        put(out, &self.at);
+        put(out, &self.kind);
+        put_opt(out, self.principal_id.as_deref());
+        put(out, &self.action);
+        put(out, &self.resource_type);
+        put_opt(out, self.resource_id.as_deref());
+        put_opt(out, self.partner_id.as_deref());
+        put(out, &self.decision);
+        put(out, &self.policy_version);
+        put(out, &self.detail);
+    }
+
+    /// The event's hash after `prev_hash`: SHA-256 of `prev_hash` and the
+    /// encoding (fed to the hasher as it is written, not buffered).
     pub fn hash(&self, prev_hash: &str) -> String {
         let mut hasher = Sha256::new();
         hasher.update(prev_hash.as_bytes());
-        hasher.update(self.encode());
+        self.write(&mut hasher);
         hex(&hasher.finalize())
     }
 }
@@ -399,6 +421,18 @@ impl CheckpointKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hash_covers_the_previous_hash_and_the_encoding() {
+        let e = event(3, "read");
+        let mut hasher = Sha256::new();
+        hasher.update(GENESIS.as_bytes());
+        hasher.update(e.encode());
+        assert_eq!(e.hash(GENESIS), hex(&hasher.finalize()));
+        // Pinned: a change of encoding breaks every stored chain.
+        assert_eq!(e.hash(GENESIS).len(), 64);
+        assert_ne!(e.hash(GENESIS), event(3, "update").hash(GENESIS));
+    }
 
     fn event(seq: i64, action: &str) -> Event {
         Event {

@@ -13,7 +13,7 @@
 
 use partnerdb_audit::Break;
 use partnerdb_service::audit::{VerifyError, verify};
-use partnerdb_testkit::{BACKENDS, TestApp, spawn};
+use partnerdb_testkit::{BACKENDS, Backend, TestApp, spawn};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -286,7 +286,15 @@ async fn decisions_and_changes_are_recorded_for_replay() {
 #[tokio::test]
 async fn verify_names_every_kind_of_tampering() {
     for backend in BACKENDS {
-        for tamper in ["edit", "delete", "insert", "reorder", "far", "rewrite"] {
+        for tamper in [
+            "edit",
+            "separator",
+            "delete",
+            "insert",
+            "reorder",
+            "far",
+            "rewrite",
+        ] {
             let Some(app) = spawn(backend).await else {
                 break;
             };
@@ -307,6 +315,23 @@ async fn verify_names_every_kind_of_tampering() {
                     sql(
                         &app,
                         "UPDATE audit_events SET decision = 'deny' WHERE seq = 5",
+                    )
+                    .await;
+                    verified(&app, vec![]).await
+                }
+                "separator" => {
+                    // A field holding the separator verify's packed read
+                    // joins fields with: read again column by column, and
+                    // caught.
+                    let chr = match backend {
+                        Backend::Sqlite => "char(31)",
+                        Backend::Postgres => "chr(31)",
+                    };
+                    sql(
+                        &app,
+                        &format!(
+                            "UPDATE audit_events SET action = action || {chr} || 'x' WHERE seq = 5"
+                        ),
                     )
                     .await;
                     verified(&app, vec![]).await
@@ -376,7 +401,7 @@ async fn verify_names_every_kind_of_tampering() {
             };
             let broken = result.expect_err(tamper);
             match (tamper, &broken) {
-                ("edit", Break::Content { seq: 5, .. }) => {}
+                ("edit" | "separator", Break::Content { seq: 5, .. }) => {}
                 (
                     "delete",
                     Break::Sequence {
