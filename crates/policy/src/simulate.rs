@@ -59,16 +59,29 @@ impl<'a> Loaded<'a> {
         self.items.is_empty()
     }
 
-    /// Replays every loaded decision against `candidate`.
-    pub fn replay(&self, candidate: &CompiledPolicy) -> Simulation {
+    /// Replays every loaded decision against `candidate`, comparing with
+    /// the recorded outcome, or, given a `baseline` (the version in force),
+    /// with the baseline's decision on the same input: then only what the
+    /// candidate itself changes is counted, not what earlier versions did.
+    pub fn replay(
+        &self,
+        baseline: Option<&CompiledPolicy>,
+        candidate: &CompiledPolicy,
+    ) -> Simulation {
         let mut out = Simulation {
             skipped: self.skipped,
             ..Simulation::default()
         };
-        for (raw, kind, action, was_allowed, route) in &self.items {
-            let roles = candidate.resolve_roles(raw.role_names());
-            let request = raw.request(&roles, *kind, *action);
-            let now_allowed = candidate.decide(&request).allowed;
+        let decide = |policy: &CompiledPolicy, raw: &RawRequest<'_>, kind, action| {
+            let roles = policy.resolve_roles(raw.role_names());
+            policy.decide(&raw.request(&roles, kind, action)).allowed
+        };
+        for (raw, kind, action, recorded, route) in &self.items {
+            let was_allowed = &match baseline {
+                Some(baseline) => decide(baseline, raw, *kind, *action),
+                None => *recorded,
+            };
+            let now_allowed = decide(candidate, raw, *kind, *action);
             out.replayed += 1;
             if now_allowed == *was_allowed {
                 continue;
@@ -160,11 +173,37 @@ pub struct Simulation {
     pub examples: Vec<Example>,
 }
 
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.allow_to_deny += other.allow_to_deny;
+        self.deny_to_allow += other.deny_to_allow;
+    }
+}
+
 impl Simulation {
     /// Whether the candidate denies something that was allowed: a
     /// breaking change.
     pub fn breaking(&self) -> bool {
         self.total.allow_to_deny > 0
+    }
+
+    /// Adds another part of the same simulation (replaying a window page
+    /// by page keeps memory bounded).
+    pub fn merge(&mut self, other: Simulation) {
+        self.replayed += other.replayed;
+        self.skipped += other.skipped;
+        self.total.add(other.total);
+        for (into, from) in [
+            (&mut self.by_role, other.by_role),
+            (&mut self.by_route, other.by_route),
+            (&mut self.by_principal, other.by_principal),
+        ] {
+            for (key, counts) in from {
+                into.entry(key).or_default().add(counts);
+            }
+        }
+        let room = MAX_EXAMPLES.saturating_sub(self.examples.len());
+        self.examples.extend(other.examples.into_iter().take(room));
     }
 }
 
@@ -226,10 +265,10 @@ grants = [ { on = "partner", can = ["read"], fields = ["general"] } ]
         ];
         let loaded = Loaded::load(recorded);
         assert_eq!((loaded.len(), loaded.skipped), (3, 1));
-        let same = loaded.replay(&compile(OLD));
+        let same = loaded.replay(None, &compile(OLD));
         assert_eq!(same.total, Counts::default());
         assert!(!same.breaking());
-        let changed = loaded.replay(&compile(&new));
+        let changed = loaded.replay(None, &compile(&new));
         assert_eq!(changed.replayed, 3);
         assert_eq!(
             changed.total,
@@ -243,5 +282,30 @@ grants = [ { on = "partner", can = ["read"], fields = ["general"] } ]
         assert_eq!(changed.by_principal["u1"].deny_to_allow, 1);
         assert_eq!(changed.examples.len(), 3);
         assert!(changed.breaking());
+        // Against the version in force instead of the recorded outcomes:
+        // the contact read recorded as denied is denied by OLD too, so only
+        // the partner reads change.
+        let against_old = loaded.replay(Some(&compile(OLD)), &compile(&new));
+        assert_eq!(
+            against_old.total,
+            Counts {
+                allow_to_deny: 2,
+                deny_to_allow: 1
+            }
+        );
+        let none = loaded.replay(Some(&compile(&new)), &compile(&new));
+        assert_eq!(none.total, Counts::default());
+        // Page by page, merged: the same totals.
+        let mut merged = Simulation::default();
+        merged.merge(loaded.replay(None, &compile(&new)));
+        merged.merge(loaded.replay(None, &compile(&new)));
+        assert_eq!(
+            merged.total,
+            Counts {
+                allow_to_deny: 4,
+                deny_to_allow: 2
+            }
+        );
+        assert_eq!(merged.examples.len(), 6);
     }
 }

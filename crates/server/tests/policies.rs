@@ -195,13 +195,14 @@ async fn a_version_is_proposed_approved_enforced_and_rolled_back() {
         let hash = approved.body["hash"].as_str().unwrap();
         assert_eq!(trail.body["items"][0]["policy_version"], hash);
 
-        // Two more reads by the analyst: three allowed reads by id in all,
-        // which a rollback would deny (counted here, by the test).
-        let mut allowed_reads = 1;
+        // Two more reads by the analyst. Every partner read it made — two
+        // refused under version 1, three allowed under version 2 — is
+        // allowed by the version in force (2) and would be denied by a
+        // rollback to 1: five allow→deny, counted here by the test.
         for _ in 0..2 {
             assert_eq!(app.get(&path, &analyst).await.status, StatusCode::OK);
-            allowed_reads += 1;
         }
+        let analyst_reads = 5;
 
         // Rollback: version 1's text, proposed again as version 3.
         let rollback_token = elevated(&app, &app.admin_token, &second, "policy:rollback").await;
@@ -222,17 +223,17 @@ async fn a_version_is_proposed_approved_enforced_and_rolled_back() {
         assert_eq!(plan.status, StatusCode::OK, "{:?}", plan.body);
         let simulation = &plan.body["simulation"];
         assert_eq!(
-            simulation["total"]["allow_to_deny"], allowed_reads,
+            simulation["total"]["allow_to_deny"], analyst_reads,
             "{backend:?} {simulation}"
         );
         assert_eq!(simulation["total"]["deny_to_allow"], 0, "{simulation}");
         assert_eq!(
             simulation["by_role"]["analyst"]["allow_to_deny"],
-            allowed_reads
+            analyst_reads
         );
         assert_eq!(
             simulation["by_route"]["GET /v1/partners/{id}"]["allow_to_deny"],
-            allowed_reads
+            analyst_reads
         );
         assert_eq!(simulation["breaking"], true);
         assert_eq!(plan.body["lockout"]["ok"], true);
@@ -312,8 +313,6 @@ async fn proposals_and_approvals_are_refused_with_the_rule_named() {
         // read_only are fine together today; a version where read_only
         // also books transactions would make that principal break the
         // transaction maker-checker rule.
-        app.principal("both", &["finance", "read_only"], None, json!({}))
-            .await;
         let sod = starter().replace(
             r#"  { on = "transaction", can = ["read"], fields = ["general"] },
 ]
@@ -325,6 +324,31 @@ async fn proposals_and_approvals_are_refused_with_the_rule_named() {
 [roles.read_write]"#,
         );
         assert_ne!(sod, starter());
+        // Proposed while nobody holds both roles: accepted…
+        let early = propose(&app, &sod).await;
+        assert_eq!(
+            early.status,
+            StatusCode::CREATED,
+            "{backend:?} {:?}",
+            early.body
+        );
+        let early = early.body["number"].as_i64().unwrap();
+        app.principal("both", &["finance", "read_only"], None, json!({}))
+            .await;
+        // …but approval checks the bindings again.
+        let apply = elevated(&app, &second, &app.admin_token, "policy:apply").await;
+        let refused = post_elevated(
+            &app,
+            &format!("/v1/policy/versions/{early}/approve"),
+            &second,
+            &apply,
+        )
+        .await;
+        assert_eq!(
+            refused.body["code"], "separation_of_duties",
+            "{backend:?} {:?}",
+            refused.body
+        );
         let refused = propose(&app, &sod).await;
         assert_eq!(
             refused.status,
@@ -373,6 +397,24 @@ async fn proposals_and_approvals_are_refused_with_the_rule_named() {
             refused.body
         );
         assert_eq!(refused.body["code"], "lockout");
+        // The refusal is in the trail.
+        let trail = app
+            .get(
+                &format!("/v1/audit?resource=policy&resource_id={number}&decision=deny"),
+                &app.admin_token,
+            )
+            .await;
+        assert!(
+            trail.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["detail"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("lockout"))),
+            "{backend:?} {:?}",
+            trail.body
+        );
         // Rejected instead.
         let rejected = post_elevated(
             &app,
@@ -382,6 +424,51 @@ async fn proposals_and_approvals_are_refused_with_the_rule_named() {
         )
         .await;
         assert_eq!(rejected.body["state"], "rejected", "{:?}", rejected.body);
+        // Only a version that was in force can be rolled back to.
+        let rollback = elevated(&app, &app.admin_token, &second, "policy:rollback").await;
+        let refused = post_elevated(
+            &app,
+            &format!("/v1/policy/versions/{number}/rollback"),
+            &app.admin_token,
+            &rollback,
+        )
+        .await;
+        assert_eq!(
+            refused.body["code"], "not_a_previous_version",
+            "{:?}",
+            refused.body
+        );
+        // Stale: two proposals made against version 1; once one is in
+        // force, the other must be planned and proposed again.
+        let first = propose(&app, &analyst_reads_partners()).await;
+        let second_proposal = propose(&app, &format!("{}\n# another change\n", starter())).await;
+        let first = first.body["number"].as_i64().unwrap();
+        let other = second_proposal.body["number"].as_i64().unwrap();
+        let applied = post_elevated(
+            &app,
+            &format!("/v1/policy/versions/{first}/approve"),
+            &second,
+            &token,
+        )
+        .await;
+        assert_eq!(
+            applied.status,
+            StatusCode::OK,
+            "{backend:?} {:?}",
+            applied.body
+        );
+        let stale = post_elevated(
+            &app,
+            &format!("/v1/policy/versions/{other}/approve"),
+            &second,
+            &token,
+        )
+        .await;
+        assert_eq!(
+            stale.body["code"], "policy_version_stale",
+            "{backend:?} {:?}",
+            stale.body
+        );
         // Nobody without policy:read sees versions.
         let (_, analyst) = app.principal("an", &["analyst"], None, json!({})).await;
         assert_eq!(

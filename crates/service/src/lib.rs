@@ -114,6 +114,9 @@ pub struct ActivePolicy {
     pub compiled: Arc<CompiledPolicy>,
     /// Its id: the first 16 hex digits of the SHA-256 of its text.
     pub version: Arc<str>,
+    /// Its number among the stored versions (a server only ever moves to
+    /// a higher one).
+    pub number: i64,
 }
 
 /// A policy's version id: the first 16 hex digits of its text's SHA-256.
@@ -202,6 +205,9 @@ impl Service {
             .ok_or(OpenError::NotInitialised)?;
         let policy = compile(&text)?;
         policies::adopt_unversioned(&db, &text).await?;
+        let number = partnerdb_store::policies::active(&db)
+            .await?
+            .map_or(1, |(number, _)| number);
         let key = store_principals::setting(&db, CURSOR_KEY_SETTING)
             .await?
             .ok_or(OpenError::NotInitialised)?;
@@ -222,6 +228,7 @@ impl Service {
             policy: ArcSwap::from_pointee(ActivePolicy {
                 compiled: Arc::new(policy),
                 version: policy_version(&text).into(),
+                number,
             }),
             clock,
             cursors,
@@ -386,6 +393,7 @@ pub async fn bootstrap(
             state: "active".into(),
             approved_by: None,
             rollback_of: None,
+            based_on: None,
             created_at: now.clone(),
             decided_at: Some(now.clone()),
         },

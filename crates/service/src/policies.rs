@@ -53,6 +53,7 @@ pub async fn adopt_unversioned(db: &Db, text: &str) -> Result<(), StoreError> {
                 state: "active".into(),
                 approved_by: None,
                 rollback_of: None,
+                based_on: None,
                 created_at: now.clone(),
                 decided_at: Some(now),
             },
@@ -117,18 +118,34 @@ fn check_candidate(text: &str) -> Result<(CompiledPolicy, Vec<Json>), ServiceErr
 }
 
 impl Service {
-    /// Takes `text` into use in this server (already checked and stored).
-    fn take_into_use(&self, text: &str) -> Result<(), ServiceError> {
+    /// Takes version `number` (`text`, already checked and stored) into
+    /// use in this server, unless it already uses that one or a later one:
+    /// a slow poll never brings back an older version.
+    fn take_into_use(&self, number: i64, text: &str) -> Result<(), ServiceError> {
+        if self.policy.load().number >= number {
+            return Ok(());
+        }
         let compiled = crate::compile(text).map_err(|error| {
             ServiceError::conflict(
                 "policy_invalid",
                 format!("the stored policy does not compile: {error}"),
             )
         })?;
-        self.policy.store(Arc::new(ActivePolicy {
+        let next = Arc::new(ActivePolicy {
             compiled: Arc::new(compiled),
             version: policy_version(text).into(),
-        }));
+            number,
+        });
+        loop {
+            let current = self.policy.load_full();
+            if current.number >= number {
+                return Ok(());
+            }
+            let previous = self.policy.compare_and_swap(&current, next.clone());
+            if Arc::ptr_eq(&previous, &current) {
+                break;
+            }
+        }
         self.principals_changed();
         Ok(())
     }
@@ -148,14 +165,14 @@ impl Service {
 
     /// One poll: takes the active version into use if it is not already.
     pub async fn poll_policy(&self) -> Result<(), ServiceError> {
-        let Some((number, hash)) = store::active(self.db()).await? else {
+        let Some((number, _)) = store::active(self.db()).await? else {
             return Ok(());
         };
-        if *self.policy_version() == *hash {
+        if self.policy.load().number >= number {
             return Ok(());
         }
         if let Some(version) = store::get(self.db(), number).await? {
-            self.take_into_use(&version.content)?;
+            self.take_into_use(number, &version.content)?;
             tracing::info!(number, hash = %version.hash, "policy version taken into use");
         }
         Ok(())
@@ -291,12 +308,94 @@ impl Service {
         let earlier = store::get(self.db(), number)
             .await?
             .ok_or(ServiceError::NotFound("policy version"))?;
-        let message = body
-            .get("message")
-            .and_then(Json::as_str)
-            .map_or_else(|| format!("rollback to version {number}"), str::to_owned);
+        if earlier.state != "superseded" && earlier.state != "active" {
+            return Err(ServiceError::conflict(
+                "not_a_previous_version",
+                format!(
+                    "version {number} is {}: only a version that was in force can be rolled back to",
+                    earlier.state
+                ),
+            ));
+        }
+        let message = match body.get("message") {
+            None | Some(Json::Null) => format!("rollback to version {number}"),
+            Some(Json::String(m)) if !m.trim().is_empty() && m.len() <= 2000 => m.clone(),
+            Some(_) => {
+                return Err(ServiceError::invalid(
+                    "invalid_value",
+                    "/message",
+                    "`message` is a string of 1 to 2000 bytes",
+                ));
+            }
+        };
         self.store_proposal(caller, &decision, &earlier.content, &message, Some(number))
             .await
+    }
+
+    /// The version active in the database (inside `tx`), compiled.
+    async fn active_in(
+        &self,
+        tx: &mut partnerdb_store::Tx,
+    ) -> Result<(PolicyVersionRow, CompiledPolicy), ServiceError> {
+        let active = store::active_in(tx).await?.ok_or_else(|| {
+            ServiceError::conflict("policy_missing", "no policy version is active")
+        })?;
+        let compiled = crate::compile(&active.content).map_err(|error| {
+            ServiceError::conflict(
+                "policy_invalid",
+                format!("the active policy does not compile: {error}"),
+            )
+        })?;
+        Ok((active, compiled))
+    }
+
+    /// Refuses a version that would make an existing binding break a
+    /// separation-of-duties rule.
+    async fn check_bindings(
+        &self,
+        tx: &mut partnerdb_store::Tx,
+        candidate: &CompiledPolicy,
+    ) -> Result<(), ServiceError> {
+        for (principal, roles) in &store_principals::all_bindings(tx).await? {
+            if let Some(violation) = crate::principals::sod_violation(candidate, roles) {
+                return Err(ServiceError::conflict(
+                    "separation_of_duties",
+                    format!(
+                        "under this version, principal {principal} would break a rule: {violation}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a refused policy action (after its transaction ended) and
+    /// returns the refusal. Storage failures are returned as they are.
+    async fn refuse_policy<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        id: &str,
+        error: ServiceError,
+    ) -> Result<T, ServiceError> {
+        if matches!(error, ServiceError::Store(_)) {
+            return Err(error);
+        }
+        let refused = Decision {
+            allowed: false,
+            fields: partnerdb_policy::FieldSet::EMPTY,
+            matched: Default::default(),
+            denial: None,
+        };
+        let event = self.policy_event(
+            caller,
+            action,
+            id,
+            &refused,
+            Some(error.to_string()),
+            json!({}),
+        );
+        self.refuse(error, Some(event)).await
     }
 
     async fn store_proposal(
@@ -308,19 +407,25 @@ impl Service {
         rollback_of: Option<i64>,
     ) -> Result<Json, ServiceError> {
         let (candidate, findings) = check_candidate(content)?;
+        let action = if rollback_of.is_some() {
+            "rollback"
+        } else {
+            "propose"
+        };
         let mut tx = self.begin_locked().await?;
-        let bindings = store_principals::all_bindings(&mut tx).await?;
-        for (principal, roles) in &bindings {
-            if let Some(violation) = crate::principals::sod_violation(&candidate, roles) {
-                return Err(ServiceError::conflict(
-                    "separation_of_duties",
-                    format!(
-                        "under this version, principal {principal} would break a rule: {violation}"
-                    ),
-                ));
-            }
+        let checked = async {
+            self.check_bindings(&mut tx, &candidate).await?;
+            self.active_in(&mut tx).await
         }
-        let diff = partnerdb_policy::diff::diff(caller.policy.policy(), candidate.policy());
+        .await;
+        let (active, active_compiled) = match checked {
+            Ok(active) => active,
+            Err(error) => {
+                drop(tx);
+                return self.refuse_policy(caller, action, "new", error).await;
+            }
+        };
+        let diff = partnerdb_policy::diff::diff(active_compiled.policy(), candidate.policy());
         let mut row = PolicyVersionRow {
             number: 0,
             hash: policy_version(content),
@@ -330,17 +435,14 @@ impl Service {
             state: "proposed".into(),
             approved_by: None,
             rollback_of,
+            based_on: Some(active.number),
             created_at: self.now_text(),
             decided_at: None,
         };
         row.number = store::insert(&mut tx, &row).await?;
         let event = self.policy_event(
             caller,
-            if rollback_of.is_some() {
-                "rollback"
-            } else {
-                "propose"
-            },
+            action,
             &row.number.to_string(),
             decision,
             None,
@@ -444,8 +546,65 @@ impl Service {
             return self.refuse(error, Some(event)).await;
         }
         let (candidate, _) = check_candidate(&version.content)?;
+        // Breaking: it denies something the version in force allows on the
+        // decisions recorded in the plan's window. Replayed before the lock
+        // (the texts cannot change; the lock is held only for the checks
+        // that read bindings and states).
+        let simulation = self.simulate(&candidate, PLAN_DAYS).await?;
         let mut tx = self.begin_locked().await?;
-        let version = store::get_in(&mut tx, number)
+        let checked = self
+            .approval_checks(&mut tx, number, &candidate, &simulation, accept_breaking)
+            .await;
+        let (version, previous) = match checked {
+            Ok(checked) => checked,
+            Err(error) => {
+                drop(tx);
+                return self.refuse_policy(caller, "apply", &id, error).await;
+            }
+        };
+        let at = self.now_text();
+        if !store::activate(&mut tx, number, &caller.principal.id, &at).await? {
+            drop(tx);
+            let error = ServiceError::conflict(
+                "policy_version_closed",
+                format!("version {number} is no longer proposed"),
+            );
+            return self.refuse_policy(caller, "apply", &id, error).await;
+        }
+        let event = self.policy_event(
+            caller,
+            "apply",
+            &id,
+            &decision,
+            None,
+            json!({"number": number, "hash": version.hash, "previous": previous, "author": version.author, "breaking": simulation["breaking"], "accepted_breaking": accept_breaking}),
+        );
+        self.append_in(&mut tx, event).await?;
+        tx.commit().await?;
+        self.take_into_use(number, &version.content)?;
+        let active = PolicyVersionRow {
+            state: "active".into(),
+            approved_by: Some(caller.principal.id.clone()),
+            decided_at: Some(at),
+            ..version
+        };
+        Ok(version_json(&active, false))
+    }
+
+    /// What approval checks under the lock: the version is still
+    /// proposed and was planned against the version in force, no binding
+    /// breaks a separation-of-duties rule under it, the lockout rule, and
+    /// breaking changes accepted. Returns the version and the hash of the
+    /// one it replaces.
+    async fn approval_checks(
+        &self,
+        tx: &mut partnerdb_store::Tx,
+        number: i64,
+        candidate: &CompiledPolicy,
+        simulation: &Json,
+        accept_breaking: bool,
+    ) -> Result<(PolicyVersionRow, String), ServiceError> {
+        let version = store::get_in(tx, number)
             .await?
             .ok_or(ServiceError::NotFound("policy version"))?;
         if version.state != "proposed" {
@@ -454,9 +613,20 @@ impl Service {
                 format!("version {number} is {}, not proposed", version.state),
             ));
         }
-        let current = self.policy();
-        let (_, before) = self.live_administrators(&mut tx, &current).await?;
-        let (_, after) = self.live_administrators(&mut tx, &candidate).await?;
+        let (active, current) = self.active_in(tx).await?;
+        if version.based_on.is_some_and(|base| base != active.number) {
+            return Err(ServiceError::conflict(
+                "policy_version_stale",
+                format!(
+                    "version {number} was proposed when version {} was in force; version {} is in force now: plan it again and propose it anew",
+                    version.based_on.unwrap_or_default(),
+                    active.number
+                ),
+            ));
+        }
+        self.check_bindings(tx, candidate).await?;
+        let (_, before) = self.live_administrators(tx, &current).await?;
+        let (_, after) = self.live_administrators(tx, candidate).await?;
         let min = candidate.policy().min_admins as usize;
         if after.len() < min && after.len() <= before.len() {
             return Err(ServiceError::conflict(
@@ -467,42 +637,16 @@ impl Service {
                 ),
             ));
         }
-        // Breaking: it denies something allowed in the plan's window.
-        let simulation = self.simulate(&candidate, PLAN_DAYS).await?;
         if simulation["breaking"] == Json::Bool(true) && !accept_breaking {
             return Err(ServiceError::conflict(
                 "breaking_change",
                 format!(
-                    "version {number} denies {} decision(s) allowed in the last {PLAN_DAYS} days (see `partnerdb policy plan {number}`); approve with accept_breaking to apply it anyway",
+                    "version {number} denies {} decision(s) that the version in force allows among those recorded in the last {PLAN_DAYS} days (see `partnerdb policy plan {number}`); approve with accept_breaking to apply it anyway",
                     simulation["total"]["allow_to_deny"]
                 ),
             ));
         }
-        let at = self.now_text();
-        if !store::activate(&mut tx, number, &caller.principal.id, &at).await? {
-            return Err(ServiceError::conflict(
-                "policy_version_closed",
-                format!("version {number} is no longer proposed"),
-            ));
-        }
-        let event = self.policy_event(
-            caller,
-            "apply",
-            &id,
-            &decision,
-            None,
-            json!({"number": number, "hash": version.hash, "previous": current_version_hash(self), "author": version.author, "breaking": simulation["breaking"], "accepted_breaking": accept_breaking}),
-        );
-        self.append_in(&mut tx, event).await?;
-        tx.commit().await?;
-        self.take_into_use(&version.content)?;
-        let active = PolicyVersionRow {
-            state: "active".into(),
-            approved_by: Some(caller.principal.id.clone()),
-            decided_at: Some(at),
-            ..version
-        };
-        Ok(version_json(&active, false))
+        Ok((version, active.hash))
     }
 
     /// Rejects a proposed version (`policy:apply`).
@@ -563,69 +707,98 @@ fn held(policy: &partnerdb_policy::Policy, roles: &[String]) -> std::collections
 }
 
 impl Service {
-    /// The policy's own decisions on single records and objects recorded
-    /// in the last `days` days, newest first (at most [`MAX_REPLAYED`]).
-    async fn recorded_decisions(&self, days: i64) -> Result<Vec<RecordedDecision>, ServiceError> {
+    /// One page of the policy's own decisions on single records and
+    /// objects, newest first, recorded since `since`, before seq `before`:
+    /// the decisions and where the next page starts.
+    async fn recorded_page(
+        &self,
+        filter: &partnerdb_store::audit::AuditFilter,
+        before: Option<i64>,
+    ) -> Result<(Vec<RecordedDecision>, Option<i64>), ServiceError> {
+        let page = partnerdb_store::audit::list(self.db(), filter, before, 5_000).await?;
+        let next = page.last().map(|e| e.event.seq);
+        let mut out = Vec::with_capacity(page.len());
+        for stored in &page {
+            let Ok(detail) = serde_json::from_str::<Json>(&stored.event.detail) else {
+                continue;
+            };
+            let input = &detail["input"];
+            // Lists (no single resource) and decisions the service made
+            // itself are not replayed.
+            if detail["engine"] != Json::Bool(true)
+                || input["resource"]["id"].as_str().is_none_or(str::is_empty)
+            {
+                continue;
+            }
+            out.push(RecordedDecision {
+                input: input.to_string(),
+                allowed: stored.event.decision == "allow",
+                route: format!(
+                    "{} {}",
+                    detail["request"]["method"].as_str().unwrap_or(""),
+                    detail["request"]["route"].as_str().unwrap_or("")
+                ),
+            });
+        }
+        Ok((out, next))
+    }
+
+    /// Replays the decisions recorded in the last `days` days (at most
+    /// [`MAX_REPLAYED`], page by page, so memory stays bounded) against
+    /// the version in force and against `candidate`, counting what the
+    /// candidate changes; with load and replay times.
+    async fn simulate(&self, candidate: &CompiledPolicy, days: i64) -> Result<Json, ServiceError> {
+        let Some((active_number, active_hash)) = store::active(self.db()).await? else {
+            return Err(ServiceError::conflict(
+                "policy_missing",
+                "no policy version is active",
+            ));
+        };
+        let active = store::get(self.db(), active_number).await?.ok_or_else(|| {
+            ServiceError::conflict("policy_missing", "no policy version is active")
+        })?;
+        let baseline = crate::compile(&active.content).map_err(|error| {
+            ServiceError::conflict(
+                "policy_invalid",
+                format!("the active policy does not compile: {error}"),
+            )
+        })?;
         let filter = partnerdb_store::audit::AuditFilter {
             since: Some(self.time_text(-days.saturating_mul(86_400))),
             ..Default::default()
         };
-        let mut out = Vec::new();
+        let (mut load, mut replay) = (Duration::ZERO, Duration::ZERO);
+        let mut simulation = partnerdb_policy::simulate::Simulation::default();
         let mut before = None;
+        let mut truncated = false;
         loop {
-            let page = partnerdb_store::audit::list(self.db(), &filter, before, 5_000).await?;
-            let Some(last) = page.last() else { break };
-            before = Some(last.event.seq);
-            for stored in &page {
-                let Ok(detail) = serde_json::from_str::<Json>(&stored.event.detail) else {
-                    continue;
-                };
-                let input = &detail["input"];
-                // Lists (no single resource) and decisions the service made
-                // itself are not replayed.
-                if detail["engine"] != Json::Bool(true)
-                    || input["resource"]["id"].as_str().is_none_or(str::is_empty)
-                {
-                    continue;
+            let started = std::time::Instant::now();
+            let (page, next) = self.recorded_page(&filter, before).await?;
+            let loaded = partnerdb_policy::simulate::Loaded::load(page.iter().map(|r| {
+                partnerdb_policy::simulate::Recorded {
+                    input: &r.input,
+                    allowed: r.allowed,
+                    route: &r.route,
                 }
-                out.push(RecordedDecision {
-                    input: input.to_string(),
-                    allowed: stored.event.decision == "allow",
-                    route: format!(
-                        "{} {}",
-                        detail["request"]["method"].as_str().unwrap_or(""),
-                        detail["request"]["route"].as_str().unwrap_or("")
-                    ),
-                });
-                if out.len() >= MAX_REPLAYED {
-                    return Ok(out);
-                }
+            }));
+            load += started.elapsed();
+            let started = std::time::Instant::now();
+            simulation.merge(loaded.replay(Some(&baseline), candidate));
+            replay += started.elapsed();
+            let Some(next) = next else { break };
+            before = Some(next);
+            if simulation.replayed as usize >= MAX_REPLAYED {
+                truncated = true;
+                break;
             }
         }
-        Ok(out)
-    }
-
-    /// Replays the recorded decisions of the last `days` days against
-    /// `candidate`: the simulation, with load and replay times.
-    async fn simulate(&self, candidate: &CompiledPolicy, days: i64) -> Result<Json, ServiceError> {
-        let started = std::time::Instant::now();
-        let recorded = self.recorded_decisions(days).await?;
-        let loaded = partnerdb_policy::simulate::Loaded::load(recorded.iter().map(|r| {
-            partnerdb_policy::simulate::Recorded {
-                input: &r.input,
-                allowed: r.allowed,
-                route: &r.route,
-            }
-        }));
-        let load_ms = started.elapsed().as_secs_f64() * 1e3;
-        let started = std::time::Instant::now();
-        let simulation = loaded.replay(candidate);
-        let replay_ms = started.elapsed().as_secs_f64() * 1e3;
         let mut out = serde_json::to_value(&simulation).unwrap_or(Json::Null);
         out["days"] = Json::from(days);
+        out["against"] = Json::from(active_hash);
+        out["truncated"] = Json::Bool(truncated);
         out["breaking"] = Json::Bool(simulation.breaking());
-        out["load_ms"] = Json::from(load_ms);
-        out["replay_ms"] = Json::from(replay_ms);
+        out["load_ms"] = Json::from(load.as_secs_f64() * 1e3);
+        out["replay_ms"] = Json::from(replay.as_secs_f64() * 1e3);
         Ok(out)
     }
 
@@ -666,13 +839,13 @@ impl Service {
             .await?
             .ok_or(ServiceError::NotFound("policy version"))?;
         let (candidate, findings) = check_candidate(&version.content)?;
-        let active = self.policy();
-        let diff = partnerdb_policy::diff::diff(active.policy(), candidate.policy());
         let mut tx = self.db().begin().await?;
+        let (active_row, active) = self.active_in(&mut tx).await?;
         let bindings = store_principals::all_bindings(&mut tx).await?;
         let (_, admins_now) = self.live_administrators(&mut tx, &active).await?;
         let (_, admins_after) = self.live_administrators(&mut tx, &candidate).await?;
         drop(tx);
+        let diff = partnerdb_policy::diff::diff(active.policy(), candidate.policy());
         let mut principals = Vec::new();
         for (id, roles) in &bindings {
             let (old, new) = (
@@ -687,7 +860,19 @@ impl Service {
         }
         let min = candidate.policy().min_admins as usize;
         let lockout_ok = admins_after.len() >= min || admins_after.len() > admins_now.len();
-        let simulation = self.simulate(&candidate, days).await?;
+        let mut simulation = self.simulate(&candidate, days).await?;
+        // Who did what is the trail's and the principals' business: shown
+        // only to those who may read them.
+        if !quietly_allowed(caller, ResourceType::Audit, Action::Read) {
+            simulation["examples"] = json!([]);
+            simulation["by_principal"] = json!({});
+            simulation["redacted"] = json!("examples and counts per principal need audit:read");
+        }
+        if !quietly_allowed(caller, ResourceType::Principal, Action::Read) {
+            for entry in &mut principals {
+                entry["id"] = Json::Null;
+            }
+        }
         // The findings that need this deployment's bindings and usage.
         let facts =
             crate::trail::usage_facts(self.db(), self.clock().now().as_second(), USAGE_UNUSED_DAYS)
@@ -704,7 +889,8 @@ impl Service {
         Ok(json!({
             "usage_lint": usage,
             "version": version_json(&version, false),
-            "against": active_version_label(self),
+            "against": active_row.hash,
+            "against_number": active_row.number,
             "diff": serde_json::to_value(&diff).unwrap_or(Json::Null),
             "principals": principals,
             "lint": findings,
@@ -714,10 +900,23 @@ impl Service {
     }
 }
 
-fn active_version_label(service: &Service) -> String {
-    service.policy_version().to_string()
-}
-
-fn current_version_hash(service: &Service) -> String {
-    service.policy_version().to_string()
+/// Whether the caller's roles allow `kind:action` on something that
+/// belongs to no partner (a check inside an operation already decided and
+/// recorded, not an operation of its own).
+fn quietly_allowed(caller: &Caller, kind: ResourceType, action: Action) -> bool {
+    caller
+        .policy
+        .decide(&Request {
+            principal: caller.engine(),
+            action,
+            resource: Resource {
+                kind,
+                id: "*",
+                partner_id: None,
+                owner: None,
+                attrs: &NoAttributes,
+            },
+            elevated: caller.elevated_for(kind, action, None),
+        })
+        .allowed
 }

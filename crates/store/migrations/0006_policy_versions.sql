@@ -11,6 +11,7 @@ CREATE TABLE policy_versions (
     state       TEXT NOT NULL,
     approved_by TEXT,
     rollback_of BIGINT,
+    based_on    BIGINT,
     created_at  TEXT NOT NULL,
     decided_at  TEXT
 );

@@ -24,17 +24,22 @@ pub struct PolicyVersionRow {
     pub approved_by: Option<String>,
     /// The version it rolls back to, for a rollback.
     pub rollback_of: Option<i64>,
+    /// The version active when it was proposed (its plan and diff were
+    /// against that one).
+    pub based_on: Option<i64>,
     /// When it was proposed.
     pub created_at: String,
     /// When it was approved or rejected.
     pub decided_at: Option<String>,
 }
 
-const COLUMNS: &str = "number, hash, content, author, message, state, approved_by, rollback_of, created_at, decided_at";
+const COLUMNS: &str = "number, hash, content, author, message, state, approved_by, rollback_of, created_at, decided_at, based_on";
 
 fn from_row(mut row: Row) -> PolicyVersionRow {
     let rollback_of = row.get(7).as_int();
+    let based_on = row.get(10).as_int();
     PolicyVersionRow {
+        based_on,
         number: row.int(0),
         hash: row.take_text(1),
         content: row.take_text(2),
@@ -76,6 +81,8 @@ pub async fn insert(tx: &mut Tx, v: &PolicyVersionRow) -> Result<i64, StoreError
         .bind(v.created_at.as_str())
         .push(", ")
         .bind(v.decided_at.as_deref())
+        .push(", ")
+        .bind(v.based_on.map_or(Value::NullInt, Value::Int))
         .push(")");
     tx.execute(&sql).await?;
     Ok(number)
@@ -121,6 +128,15 @@ pub async fn list(
         .into_iter()
         .map(from_row)
         .collect())
+}
+
+/// The active version, in a write transaction.
+pub async fn active_in(tx: &mut Tx) -> Result<Option<PolicyVersionRow>, StoreError> {
+    let mut sql = tx.sql();
+    sql.push("SELECT ")
+        .push(COLUMNS)
+        .push(" FROM policy_versions WHERE state = 'active' ORDER BY number DESC LIMIT 1");
+    Ok(tx.fetch_optional(&sql).await?.map(from_row))
 }
 
 /// The active version's number and hash (cheap: for polling).

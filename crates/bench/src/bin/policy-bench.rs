@@ -222,7 +222,7 @@ fn simulate(count: usize) -> anyhow::Result<()> {
     );
     for run in 1..=3 {
         let started = Instant::now();
-        let simulation = loaded.replay(&candidate);
+        let simulation = loaded.replay(None, &candidate);
         let took = started.elapsed();
         println!(
             "replay run {run}: {} decisions in {:.3} s, {:.0} decisions/s; {} allow→deny, {} deny→allow",
