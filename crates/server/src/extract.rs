@@ -50,12 +50,20 @@ impl FromRequestParts<AppState> for Auth {
             })?;
         let mut caller = state.service.authenticate(token).await?;
         caller.request = partnerdb_service::auth::RequestInfo {
+            // A client's request id goes into the audit trail only if it
+            // looks like an id (no free text there); else a new one.
             id: parts
                 .headers
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
+                .filter(|id| {
+                    !id.is_empty()
+                        && id.len() <= 64
+                        && id
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+                })
+                .map_or_else(partnerdb_store::new_id, str::to_owned),
             method: parts.method.to_string(),
             route: parts
                 .extensions

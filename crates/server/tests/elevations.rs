@@ -232,6 +232,32 @@ async fn an_elevation_unlocks_exactly_what_was_approved() {
             .await;
         assert_eq!(borrowed.status, StatusCode::FORBIDDEN);
         assert_eq!(borrowed.body["code"], "elevation_invalid");
+        // A made-up token answers the same, and both attempts are recorded.
+        let forged = app
+            .request(
+                Method::GET,
+                "/v1/me",
+                Some(&approver),
+                None,
+                &[
+                    (HEADER, "pde_made_up"),
+                    ("x-request-id", "free text, not an id"),
+                ],
+            )
+            .await;
+        assert_eq!(forged.body, borrowed.body);
+        let attempts = app
+            .get(
+                "/v1/audit?resource=elevation&action=use&decision=deny",
+                &app.admin_token,
+            )
+            .await;
+        let attempts = attempts.body["items"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "{backend:?} {attempts:?}");
+        // The client's request id was not an id: the trail has one of ours.
+        assert!(!attempts[0].to_string().contains("free text"));
+        // Answers are never cached.
+        assert_eq!(forged.header("cache-control"), Some("no-store"));
 
         // Within it: allowed, and recorded as elevated.
         let deleted_contract = app.delete(&format!("/v1/contracts/{cid}"), &approver).await;

@@ -150,3 +150,77 @@ async fn onboarding_then_offboarding() {
         );
     }
 }
+
+#[tokio::test]
+async fn concurrent_approvals_of_an_onboarding_issue_one_client() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let (_, pm) = app
+            .principal("pm", &["partner_manager"], None, json!({"region": "emea"}))
+            .await;
+        let mut admins = Vec::new();
+        for i in 0..3 {
+            admins.push(
+                app.principal(&format!("admin{i}"), &["admin"], None, json!({}))
+                    .await
+                    .1,
+            );
+        }
+        let started = app
+            .post(
+                "/v1/workflows/onboarding",
+                &pm,
+                &json!({"partner": {"name": "Initech", "region": "emea"}}),
+            )
+            .await;
+        let id = started.body["workflow"]["id"].as_str().unwrap().to_owned();
+        let partner = started.body["partner"]["id"].as_str().unwrap().to_owned();
+        let app = std::sync::Arc::new(app);
+        let tasks: Vec<_> = admins
+            .into_iter()
+            .map(|token| {
+                let (app, id) = (app.clone(), id.clone());
+                tokio::spawn(async move {
+                    app.post(&format!("/v1/workflows/{id}/approve"), &token, &json!({}))
+                        .await
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for task in tasks {
+            let answer = task.await.unwrap();
+            if answer.status == StatusCode::OK {
+                won += 1;
+            } else {
+                assert_eq!(
+                    answer.status,
+                    StatusCode::CONFLICT,
+                    "{backend:?} {:?}",
+                    answer.body
+                );
+            }
+        }
+        assert_eq!(won, 1, "{backend:?}");
+        // One api client, with one credential.
+        let principals = app.get("/v1/principals?limit=500", &app.admin_token).await;
+        let clients: Vec<&serde_json::Value> = principals.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["partner_id"] == partner.as_str())
+            .collect();
+        assert_eq!(clients.len(), 1, "{backend:?}");
+        let credentials = app
+            .get(
+                &format!(
+                    "/v1/principals/{}/credentials",
+                    clients[0]["id"].as_str().unwrap()
+                ),
+                &app.admin_token,
+            )
+            .await;
+        assert_eq!(credentials.body["items"].as_array().unwrap().len(), 1);
+    }
+}

@@ -136,6 +136,26 @@ impl Caller {
         })
     }
 
+    /// Whether the caller's roles allow `kind:action` on something that
+    /// belongs to no partner: a check inside an operation that is decided
+    /// and recorded on its own, not a decision to record.
+    pub fn allows(&self, kind: ResourceType, action: Action) -> bool {
+        self.policy
+            .decide(&partnerdb_policy::Request {
+                principal: self.engine(),
+                action,
+                resource: partnerdb_policy::Resource {
+                    kind,
+                    id: "*",
+                    partner_id: None,
+                    owner: None,
+                    attrs: &partnerdb_policy::NoAttributes,
+                },
+                elevated: self.elevated_for(kind, action, None),
+            })
+            .allowed
+    }
+
     /// Its attributes.
     pub fn attrs(&self) -> &BTreeMap<String, String> {
         &self.principal.attrs

@@ -551,7 +551,15 @@ impl Service {
         if current.version != request.base_version {
             return Err(stale(&request, &current));
         }
-        let terms: Json = serde_json::from_str(&request.terms).unwrap_or_else(|_| json!({}));
+        let terms: Json = serde_json::from_str(&request.terms)
+            .ok()
+            .filter(|t: &Json| t.as_object().is_some_and(|o| !o.is_empty()))
+            .ok_or_else(|| {
+                ServiceError::conflict(
+                    "change_request_corrupt",
+                    "the stored terms of this request cannot be read; propose the change again",
+                )
+            })?;
         let mut next = current.clone();
         let (written, _) = apply_body(ResourceType::Contract, &terms, &mut next, false)?;
         let after = decide(caller, Action::Approve, &next);

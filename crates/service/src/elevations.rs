@@ -642,17 +642,48 @@ impl Service {
     /// the caller: it must be the caller's own, approved, unexpired and
     /// unrevoked. Anything else refuses the request (and is recorded).
     pub async fn elevate(&self, caller: &mut Caller, token: &str) -> Result<(), ServiceError> {
-        let invalid = |detail: &str| {
-            ServiceError::forbidden("elevation_invalid", format!("the elevation token {detail}"))
+        // One answer for a malformed, unknown or foreign token (the trail
+        // keeps which): a stolen token is not confirmed valid.
+        let invalid = || {
+            ServiceError::forbidden(
+                "elevation_invalid",
+                "the elevation token is not valid for you",
+            )
         };
-        if !token.starts_with(ELEVATION_PREFIX) || token.len() > 128 {
-            return Err(invalid("is not an elevation token"));
-        }
-        let Some(row) = store::by_token(self.db(), &token_hash(token)).await? else {
-            return Err(invalid("is unknown"));
+        let row = if token.starts_with(ELEVATION_PREFIX) && token.len() <= 128 {
+            store::by_token(self.db(), &token_hash(token)).await?
+        } else {
+            None
+        };
+        let Some(row) = row else {
+            let refused = Decision {
+                allowed: false,
+                ..allowed()
+            };
+            let event = self.elevation_event(
+                caller,
+                "use",
+                ("unknown", None),
+                &refused,
+                Some("an unknown or malformed elevation token".into()),
+                json!({}),
+            );
+            return self.refuse(invalid(), Some(event)).await;
         };
         let error = if row.principal_id != caller.principal.id {
-            Some(invalid("belongs to another principal"))
+            let refused = Decision {
+                allowed: false,
+                ..allowed()
+            };
+            let event = self.elevation_event(
+                caller,
+                "use",
+                (&row.id, row.partner_id.as_deref()),
+                &refused,
+                Some("the elevation token of another principal".into()),
+                json!({"requester": row.principal_id}),
+            );
+            return self.refuse(invalid(), Some(event)).await;
         } else {
             match state(&row, &self.now_text()) {
                 "approved" => None,

@@ -273,6 +273,49 @@ impl Service {
             );
             return self.refuse(error, Some(event)).await;
         }
+        // Claim the run: of two approvers at once, one goes on.
+        let mut tx = self.db().begin().await?;
+        let claimed = store::transition(
+            &mut tx,
+            &run.id,
+            "awaiting_approval",
+            "approving",
+            &self.now_text(),
+        )
+        .await?;
+        tx.commit().await?;
+        if !claimed {
+            return Err(ServiceError::conflict(
+                "workflow_closed",
+                "this onboarding is being approved or was approved already",
+            ));
+        }
+        run.status = "approving".into();
+        match self.finish_onboarding(caller, &mut run).await {
+            Ok(answer) => Ok(answer),
+            Err(error) => {
+                // Give the run back, to be approved again (it resumes).
+                let mut tx = self.db().begin().await?;
+                store::transition(
+                    &mut tx,
+                    &run.id,
+                    "approving",
+                    "awaiting_approval",
+                    &self.now_text(),
+                )
+                .await?;
+                tx.commit().await?;
+                Err(error)
+            }
+        }
+    }
+
+    /// The approved part of an onboarding, on a claimed run.
+    async fn finish_onboarding(
+        &self,
+        caller: &Caller,
+        run: &mut WorkflowRow,
+    ) -> Result<Json, ServiceError> {
         let api_client = match &run.api_client_id {
             Some(existing) => existing.clone(),
             None => {
@@ -300,7 +343,7 @@ impl Service {
                 let mut tx = self.db().begin().await?;
                 run.api_client_id = Some(made.clone());
                 run.updated_at = self.now_text();
-                store::save(&mut tx, &run).await?;
+                store::save(&mut tx, run).await?;
                 tx.commit().await?;
                 made
             }
@@ -319,14 +362,14 @@ impl Service {
         };
         self.save_workflow(
             caller,
-            &run,
+            run,
             "approve",
             &allowed,
             json!({"api_client": api_client, "credential": credential.id}),
         )
         .await?;
         Ok(json!({
-            "workflow": workflow_json(&run),
+            "workflow": workflow_json(run),
             "api_client": {
                 "id": api_client,
                 "credential_id": credential.id,
@@ -353,6 +396,20 @@ impl Service {
         // The partner must be one the caller may read (else: not found).
         self.get_record(caller, ResourceType::Partner, &partner_id)
             .await?;
+        // Every step is decided before anything changes, so that a refused
+        // step does not leave the partner half offboarded (each step is
+        // decided and recorded again when it runs).
+        let partner = records::get(self.db(), ResourceType::Partner, &partner_id)
+            .await?
+            .ok_or(ServiceError::NotFound("partner"))?;
+        if !crate::records::decide(caller, Action::Update, &partner).allowed
+            || !caller.allows(ResourceType::Principal, Action::Update)
+        {
+            return Err(ServiceError::forbidden(
+                "forbidden",
+                "offboarding needs partner:update on this partner and principal:update",
+            ));
+        }
         let now = self.now_text();
         let live = store_principals::partner_credentials(self.db(), &partner_id, &now).await?;
         for (principal, credential) in &live {

@@ -100,3 +100,24 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<WorkflowRow>, StoreError> {
         .bind(id);
     Ok(db.fetch_optional(&sql).await?.map(from_row))
 }
+
+/// Moves a run from state `from` to `to`; false when it was not in `from`
+/// (another approver claimed it first).
+pub async fn transition(
+    tx: &mut Tx,
+    id: &str,
+    from: &str,
+    to: &str,
+    at: &str,
+) -> Result<bool, StoreError> {
+    let mut sql = tx.sql();
+    sql.push("UPDATE workflows SET status = ")
+        .bind(to)
+        .push(", updated_at = ")
+        .bind(at)
+        .push(" WHERE id = ")
+        .bind(id)
+        .push(" AND status = ")
+        .bind(from);
+    Ok(tx.execute(&sql).await? == 1)
+}
