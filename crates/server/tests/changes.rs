@@ -165,6 +165,21 @@ async fn a_proposal_waits_for_approval_by_another_principal() {
             .await;
         assert_eq!(again.status, StatusCode::CONFLICT);
         assert_eq!(again.body["code"], "change_request_closed");
+        // That refusal is in the trail too.
+        let refusals = app
+            .get(
+                &format!("/v1/audit?resource=change_request&resource_id={id}&decision=deny"),
+                &app.admin_token,
+            )
+            .await;
+        assert!(
+            refusals.body["items"][0]["detail"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("no longer pending"),
+            "{backend:?} {:?}",
+            refusals.body
+        );
     }
 }
 

@@ -350,6 +350,52 @@ impl Service {
         }
     }
 
+    /// Records a refusal that no more specific event describes (a missing
+    /// or closed object, a stale or conflicting state, a field refused),
+    /// then returns it. Storage failures are not refusals: returned as
+    /// they are.
+    pub(crate) async fn refuse_plain<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        (resource_type, id): (&str, &str),
+        error: ServiceError,
+    ) -> Result<T, ServiceError> {
+        if matches!(
+            error,
+            ServiceError::Store(_) | ServiceError::AuditUnavailable(_)
+        ) {
+            return Err(error);
+        }
+        let refused = Decision {
+            allowed: false,
+            fields: partnerdb_policy::FieldSet::EMPTY,
+            matched: Default::default(),
+            denial: None,
+        };
+        let event = self.event(
+            caller,
+            Draft {
+                kind: "decision",
+                action,
+                resource_type,
+                resource_id: Some(id),
+                partner_id: None,
+                decision: &refused,
+                reason: Some(error.to_string()),
+                input: input(
+                    caller,
+                    action,
+                    json!({"type": resource_type, "id": id}),
+                    false,
+                ),
+                extra: json!({}),
+            },
+        );
+        self.record(event).await?;
+        Err(error)
+    }
+
     /// Records a read or deny event through the batched writer and waits
     /// for its commit (fail closed: an unwritable trail refuses the
     /// request).

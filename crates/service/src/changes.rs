@@ -141,6 +141,25 @@ fn rejection_reason(body: &Json) -> Result<String, ServiceError> {
 }
 
 impl Service {
+    /// Records a refusal: its specific event when there is one, else a
+    /// plain one (closed, stale, a field, a missing request).
+    async fn refuse_change<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        on: (&str, &str),
+        error: ServiceError,
+        denied: Option<NewEvent>,
+    ) -> Result<T, ServiceError> {
+        if denied.is_some() {
+            return self.refuse(error, denied).await;
+        }
+        match error {
+            ServiceError::Invalid { .. } => Err(error),
+            error => self.refuse_plain(caller, action, on, error).await,
+        }
+    }
+
     fn change_event(
         &self,
         caller: &Caller,
@@ -184,7 +203,10 @@ impl Service {
             .await
         {
             Ok(view) => Ok(view),
-            Err(error) => self.refuse(error, denied).await,
+            Err(error) => {
+                self.refuse_change(caller, "propose", ("contract", contract_id), error, denied)
+                    .await
+            }
         }
     }
 
@@ -347,12 +369,16 @@ impl Service {
     /// One request, with the diff in the classes the caller may read.
     pub async fn get_change(&self, caller: &Caller, id: &str) -> Result<Json, ServiceError> {
         let Some(request) = store::get(self.db(), id).await? else {
-            return Err(not_found());
+            return self
+                .refuse_plain(caller, "read", ("change_request", id), not_found())
+                .await;
         };
         let Some(contract) =
             records::get(self.db(), ResourceType::Contract, &request.contract_id).await?
         else {
-            return Err(not_found());
+            return self
+                .refuse_plain(caller, "read", ("change_request", id), not_found())
+                .await;
         };
         let read = decide(caller, Action::Read, &contract);
         self.record(self.record_event(
@@ -473,7 +499,10 @@ impl Service {
         let mut denied = None;
         match self.try_approve(caller, id, &mut denied).await {
             Ok(view) => Ok(view),
-            Err(error) => self.refuse(error, denied).await,
+            Err(error) => {
+                self.refuse_change(caller, "approve", ("change_request", id), error, denied)
+                    .await
+            }
         }
     }
 
@@ -641,7 +670,10 @@ impl Service {
         let mut denied = None;
         match self.try_reject(caller, id, body, &mut denied).await {
             Ok(view) => Ok(view),
-            Err(error) => self.refuse(error, denied).await,
+            Err(error) => {
+                self.refuse_change(caller, "reject", ("change_request", id), error, denied)
+                    .await
+            }
         }
     }
 
@@ -701,7 +733,10 @@ impl Service {
         let mut denied = None;
         match self.try_withdraw(caller, id, &mut denied).await {
             Ok(view) => Ok(view),
-            Err(error) => self.refuse(error, denied).await,
+            Err(error) => {
+                self.refuse_change(caller, "withdraw", ("change_request", id), error, denied)
+                    .await
+            }
         }
     }
 

@@ -383,7 +383,7 @@ impl Service {
     }
 
     /// One elevation, for its requester and for approvers.
-    pub async fn get_elevation(&self, caller: &Caller, id: &str) -> Result<Json, ServiceError> {
+    async fn try_get_elevation(&self, caller: &Caller, id: &str) -> Result<Json, ServiceError> {
         match store::get(self.db(), id).await? {
             Some(row) if self.may_see(caller, &row) => Ok(elevation_json(&row, &self.now_text())),
             _ => Err(not_found()),
@@ -426,7 +426,7 @@ impl Service {
 
     /// Approves (`approve = true`) or denies a pending elevation; never
     /// the requester's own.
-    pub async fn decide_on_elevation(
+    async fn try_decide_on_elevation(
         &self,
         caller: &Caller,
         id: &str,
@@ -507,7 +507,7 @@ impl Service {
     }
 
     /// Issues the token of an approved elevation to its requester, once.
-    pub async fn activate_elevation(
+    async fn try_activate_elevation(
         &self,
         caller: &Caller,
         id: &str,
@@ -566,7 +566,7 @@ impl Service {
 
     /// Revokes a pending or approved elevation: its requester, or a
     /// principal who may approve elevations.
-    pub async fn revoke_elevation(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
+    async fn try_revoke_elevation(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
         let Some(row) = store::get(self.db(), id).await? else {
             return Err(not_found());
         };
@@ -636,6 +636,60 @@ impl Service {
                 tracing::warn!(%error, "cannot mark expired elevations");
             }
         }
+    }
+
+    /// Records the refusals the steps below do not record themselves (a
+    /// missing or hidden elevation, a closed one) and returns them.
+    async fn elevation_outcome<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        id: &str,
+        result: Result<T, ServiceError>,
+    ) -> Result<T, ServiceError> {
+        match result {
+            Err(error @ (ServiceError::NotFound(_) | ServiceError::Conflict { .. })) => {
+                self.refuse_plain(caller, action, ("elevation", id), error)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// One elevation, for its requester and for approvers.
+    pub async fn get_elevation(&self, caller: &Caller, id: &str) -> Result<Json, ServiceError> {
+        let result = self.try_get_elevation(caller, id).await;
+        self.elevation_outcome(caller, "read", id, result).await
+    }
+
+    /// Approves (`approve = true`) or denies a pending elevation; never
+    /// the requester's own.
+    pub async fn decide_on_elevation(
+        &self,
+        caller: &Caller,
+        id: &str,
+        approve: bool,
+    ) -> Result<Json, ServiceError> {
+        let result = self.try_decide_on_elevation(caller, id, approve).await;
+        let action = if approve { "approve" } else { "deny" };
+        self.elevation_outcome(caller, action, id, result).await
+    }
+
+    /// Issues the token of an approved elevation to its requester, once.
+    pub async fn activate_elevation(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<Json, ServiceError> {
+        let result = self.try_activate_elevation(caller, id).await;
+        self.elevation_outcome(caller, "activate", id, result).await
+    }
+
+    /// Revokes a pending or approved elevation: its requester, or a
+    /// principal who may approve elevations.
+    pub async fn revoke_elevation(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
+        let result = self.try_revoke_elevation(caller, id).await;
+        self.elevation_outcome(caller, "revoke", id, result).await
     }
 
     /// Attaches the elevation an `X-Partnerdb-Elevation` token carries to

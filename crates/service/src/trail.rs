@@ -96,7 +96,9 @@ impl Service {
                 "principal" => filter.principal_id = Some(value.clone()),
                 "partner" => filter.partner_id = Some(value.clone()),
                 "resource" => {
-                    if ResourceType::parse(value).is_none() {
+                    // The schema's types, and the objects events are also
+                    // about (contract change requests).
+                    if ResourceType::parse(value).is_none() && value != "change_request" {
                         return Err(ServiceError::invalid(
                             "invalid_value",
                             "resource",

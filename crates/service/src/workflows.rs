@@ -242,6 +242,16 @@ impl Service {
     /// Approves an onboarding (never by whoever triggered it): makes the
     /// partner's api_client principal and its credential.
     pub async fn approve_workflow(&self, caller: &Caller, id: &str) -> Result<Json, ServiceError> {
+        match self.try_approve_workflow(caller, id).await {
+            Err(error @ (ServiceError::NotFound("workflow") | ServiceError::Conflict { .. })) => {
+                self.refuse_plain(caller, "approve", ("workflow", id), error)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_approve_workflow(&self, caller: &Caller, id: &str) -> Result<Json, ServiceError> {
         let Some(mut run) = self.visible_workflow(caller, id).await? else {
             return Err(ServiceError::NotFound("workflow"));
         };
