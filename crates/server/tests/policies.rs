@@ -521,3 +521,55 @@ async fn another_server_on_the_database_follows_an_activation() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_elevation_asked_under_an_older_policy_is_refused_at_approval() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let (_, second) = app
+            .principal("second admin", &["admin"], None, json!({}))
+            .await;
+        let asked = app
+            .post(
+                "/v1/elevations",
+                &app.admin_token,
+                &json!({"permissions": ["partner:delete"], "reason": "cleanup", "ttl_seconds": 600}),
+            )
+            .await;
+        assert_eq!(asked.status, StatusCode::CREATED, "{:?}", asked.body);
+        let id = asked.body["id"].as_str().unwrap().to_owned();
+        // A version under which deleting partners is no longer high-risk.
+        let relaxed = starter().replace(
+            r#""partner:delete", "contract:delete""#,
+            r#""contract:delete""#,
+        );
+        assert_ne!(relaxed, starter());
+        let proposed = propose(&app, &relaxed).await;
+        let number = proposed.body["number"].as_i64().unwrap();
+        let token = elevated(&app, &second, &app.admin_token, "policy:apply").await;
+        let approved = post_elevated(
+            &app,
+            &format!("/v1/policy/versions/{number}/approve"),
+            &second,
+            &token,
+        )
+        .await;
+        assert_eq!(
+            approved.status,
+            StatusCode::OK,
+            "{backend:?} {:?}",
+            approved.body
+        );
+        let outdated = app
+            .post(&format!("/v1/elevations/{id}/approve"), &second, &json!({}))
+            .await;
+        assert_eq!(outdated.status, StatusCode::CONFLICT, "{backend:?}");
+        assert_eq!(
+            outdated.body["code"], "elevation_outdated",
+            "{:?}",
+            outdated.body
+        );
+    }
+}

@@ -467,6 +467,9 @@ impl Service {
                 )
                 .await;
         }
+        if approve {
+            self.still_valid(caller, &row).await?;
+        }
         let mut tx = self.db().begin().await?;
         let at = self.now_text();
         let expires = approve.then(|| self.time_text(row.ttl_seconds));
@@ -504,6 +507,43 @@ impl Service {
             ..row
         };
         Ok(elevation_json(&decided, &self.now_text()))
+    }
+
+    /// Whether a pending elevation still makes sense under the policy in
+    /// force (it may have changed since the request): every permission
+    /// high-risk and granted to the requester, the duration within
+    /// `elevation_max_ttl`.
+    async fn still_valid(&self, caller: &Caller, row: &ElevationRow) -> Result<(), ServiceError> {
+        let requester = partnerdb_store::principals::get(self.db(), &row.principal_id)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::conflict("elevation_outdated", "the requester no longer exists")
+            })?;
+        let roles = caller
+            .policy
+            .resolve_roles(requester.roles.iter().map(String::as_str));
+        for (resource, action) in permissions_of(row) {
+            if !caller.policy.is_high_risk(resource, action)
+                || !caller.policy.covers(&roles, resource, action)
+            {
+                return Err(ServiceError::conflict(
+                    "elevation_outdated",
+                    format!(
+                        "under the policy in force, {resource}:{action} is no longer a high-risk permission the requester holds; ask again"
+                    ),
+                ));
+            }
+        }
+        let max = caller.policy.policy().elevation_max_ttl_secs;
+        if u64::try_from(row.ttl_seconds).map_or(true, |t| t > max) {
+            return Err(ServiceError::conflict(
+                "elevation_outdated",
+                format!(
+                    "the duration asked for is longer than the policy's elevation_max_ttl ({max} s) now; ask again"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Issues the token of an approved elevation to its requester, once.
