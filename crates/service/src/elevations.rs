@@ -44,6 +44,14 @@ fn new_elevation_token() -> String {
     )
 }
 
+/// A refusal that is not the policy's.
+fn refused() -> Decision {
+    Decision {
+        allowed: false,
+        ..allowed()
+    }
+}
+
 /// An allow that is not a grant's (the requester's own elevation).
 fn allowed() -> Decision {
     Decision {
@@ -274,15 +282,11 @@ impl Service {
         row: &ElevationRow,
         error: ServiceError,
     ) -> Result<T, ServiceError> {
-        let refused = Decision {
-            allowed: false,
-            ..allowed()
-        };
         let event = self.elevation_event(
             caller,
             action,
             (&row.id, row.partner_id.as_deref()),
-            &refused,
+            &refused(),
             Some(error.to_string()),
             json!({}),
         );
@@ -750,31 +754,27 @@ impl Service {
             None
         };
         let Some(row) = row else {
-            let refused = Decision {
-                allowed: false,
-                ..allowed()
-            };
+            let error = invalid();
+            let why = "an unknown or malformed elevation token";
             let event = self.elevation_event(
                 caller,
                 "use",
                 ("unknown", None),
-                &refused,
-                Some("an unknown or malformed elevation token".into()),
+                &refused(),
+                Some(why.into()),
                 json!({}),
             );
-            return self.refuse(invalid(), Some(event)).await;
+            return self.refuse(error, Some(event)).await;
         };
         let error = if row.principal_id != caller.principal.id {
-            let refused = Decision {
-                allowed: false,
-                ..allowed()
-            };
+            let why = "the elevation token of another principal";
+            let on = (row.id.as_str(), row.partner_id.as_deref());
             let event = self.elevation_event(
                 caller,
                 "use",
-                (&row.id, row.partner_id.as_deref()),
-                &refused,
-                Some("the elevation token of another principal".into()),
+                on,
+                &refused(),
+                Some(why.into()),
                 json!({"requester": row.principal_id}),
             );
             return self.refuse(invalid(), Some(event)).await;

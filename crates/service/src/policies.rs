@@ -378,24 +378,8 @@ impl Service {
         id: &str,
         error: ServiceError,
     ) -> Result<T, ServiceError> {
-        if matches!(error, ServiceError::Store(_)) {
-            return Err(error);
-        }
-        let refused = Decision {
-            allowed: false,
-            fields: partnerdb_policy::FieldSet::EMPTY,
-            matched: Default::default(),
-            denial: None,
-        };
-        let event = self.policy_event(
-            caller,
-            action,
-            id,
-            &refused,
-            Some(error.to_string()),
-            json!({}),
-        );
-        self.refuse(error, Some(event)).await
+        self.refuse_plain(caller, action, ("policy", id), error)
+            .await
     }
 
     async fn store_proposal(
