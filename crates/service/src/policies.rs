@@ -731,7 +731,11 @@ impl Service {
     /// [`MAX_REPLAYED`], page by page, so memory stays bounded) against
     /// the version in force and against `candidate`, counting what the
     /// candidate changes; with load and replay times.
-    async fn simulate(&self, candidate: &CompiledPolicy, days: i64) -> Result<Json, ServiceError> {
+    pub async fn simulate(
+        &self,
+        candidate: &CompiledPolicy,
+        days: i64,
+    ) -> Result<Json, ServiceError> {
         let Some((active_number, active_hash)) = store::active(self.db()).await? else {
             return Err(ServiceError::conflict(
                 "policy_missing",

@@ -8,9 +8,15 @@
 //!   (decided by the starter policy) loaded, then replayed against a
 //!   candidate that changes one role.
 //!
+//! - `trail`: the same decisions stored in a fresh SQLite audit trail as
+//!   the server records them, then a plan's simulation run by the service:
+//!   the load from the trail (read, parse the detail) and the replay
+//!   against the version in force and the candidate, timed apart.
+//!
 //! ```text
 //! policy-bench swap [RUNS]
 //! policy-bench simulate [DECISIONS]
+//! policy-bench trail DIR [DECISIONS]
 //! ```
 
 use std::collections::BTreeMap;
@@ -169,19 +175,7 @@ fn swap(runs: usize) -> anyhow::Result<()> {
 
 fn simulate(count: usize) -> anyhow::Result<()> {
     let starter = partnerdb_bench::starter_policy()?;
-    let text = partnerdb_service::STARTER_POLICY;
-    let analyst = r#"grants = [ { on = "metrics", can = ["read"] } ]"#;
-    if !text.contains(analyst) {
-        bail!("the starter policy changed: update the candidate");
-    }
-    // The candidate: analysts may read partners, managers lose contract proposals.
-    let candidate_text = text
-        .replace(analyst, r#"grants = [ { on = "metrics", can = ["read"] }, { on = "partner", can = ["read"], fields = ["general"] } ]"#)
-        .replace(r#"can = ["read", "create", "propose"]"#, r#"can = ["read", "create"]"#);
-    let candidate = CompiledPolicy::compile(
-        parse_policy(&SourceFile::new("candidate.toml", &candidate_text))
-            .map_err(|_| anyhow::anyhow!("candidate invalid"))?,
-    );
+    let candidate = candidate()?;
     let workload = Workload::generate(Size::STANDARD, 1);
     let started = Instant::now();
     let mut lines = Vec::with_capacity(count);
@@ -236,6 +230,104 @@ fn simulate(count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The candidate of the simulation benchmarks: analysts may read
+/// partners, partner managers lose contract proposals.
+fn candidate() -> anyhow::Result<CompiledPolicy> {
+    let text = partnerdb_service::STARTER_POLICY;
+    let analyst = r#"grants = [ { on = "metrics", can = ["read"] } ]"#;
+    if !text.contains(analyst) {
+        bail!("the starter policy changed: update the candidate");
+    }
+    let candidate_text = text
+        .replace(analyst, r#"grants = [ { on = "metrics", can = ["read"] }, { on = "partner", can = ["read"], fields = ["general"] } ]"#)
+        .replace(r#"can = ["read", "create", "propose"]"#, r#"can = ["read", "create"]"#);
+    Ok(CompiledPolicy::compile(
+        parse_policy(&SourceFile::new("candidate.toml", &candidate_text))
+            .map_err(|_| anyhow::anyhow!("candidate invalid"))?,
+    ))
+}
+
+fn trail(dir: &str, count: usize) -> anyhow::Result<()> {
+    use partnerdb_audit::{Event, StoredEvent};
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let path = std::path::Path::new(dir).join("trail.db");
+        let _ = std::fs::remove_file(&path);
+        let url = format!("sqlite://{}", path.display());
+        let db = partnerdb_store::Db::connect(&url, &partnerdb_store::DbOptions::default()).await?;
+        db.migrate().await?;
+        let clock: Arc<dyn partnerdb_service::Clock> = Arc::new(partnerdb_service::SystemClock);
+        partnerdb_service::bootstrap(&db, partnerdb_service::STARTER_POLICY, "bench", &*clock).await?;
+        let starter = partnerdb_bench::starter_policy()?;
+        let workload = Workload::generate(Size::STANDARD, 1);
+        let started = Instant::now();
+        let at = partnerdb_store::now();
+        let mut seq = partnerdb_store::audit::head(&db).await?.0;
+        let mut out = Vec::new();
+        let mut written = 0;
+        let mut round = 0;
+        while written < count {
+            let n = (count - written).min(20_000);
+            let mut events = Vec::with_capacity(n);
+            for request in workload.requests(n, 5_000 + round) {
+                let line = workload.to_json(&request);
+                out.clear();
+                partnerdb_policy::batch::decide_line(&starter, &line, &mut out);
+                let allowed = out.starts_with(b"{\"decision\":\"allow\"");
+                let input: serde_json::Value = serde_json::from_str(&line)?;
+                let detail = serde_json::json!({
+                    "request": {"id": "b", "method": "GET", "route": "/v1/partners/{id}"},
+                    "input": input,
+                    "engine": true,
+                });
+                seq += 1;
+                events.push(StoredEvent {
+                    event: Event {
+                        seq,
+                        at: at.clone(),
+                        kind: "decision".into(),
+                        principal_id: Some(input["principal"]["id"].as_str().unwrap_or("").to_owned()),
+                        action: input["action"].as_str().unwrap_or("").to_owned(),
+                        resource_type: input["resource"]["type"].as_str().unwrap_or("").to_owned(),
+                        resource_id: input["resource"]["id"].as_str().map(str::to_owned),
+                        partner_id: input["resource"]["partner_id"].as_str().map(str::to_owned),
+                        decision: if allowed { "allow" } else { "deny" }.into(),
+                        policy_version: "bench".into(),
+                        detail: detail.to_string(),
+                    },
+                    prev_hash: String::new(),
+                    hash: String::new(),
+                });
+            }
+            let mut tx = db.begin().await?;
+            partnerdb_store::audit::insert_stored(&mut tx, &events).await?;
+            tx.commit().await?;
+            written += n;
+            round += 1;
+        }
+        println!("{count} recorded decisions stored in {:.1} s", started.elapsed().as_secs_f64());
+        let service = partnerdb_service::Service::open(db.clone(), clock, partnerdb_service::audit::AuditConfig::default()).await?;
+        let candidate = candidate()?;
+        for run in 1..=3 {
+            let started = Instant::now();
+            let simulation = service.simulate(&candidate, 30).await?;
+            let took = started.elapsed().as_secs_f64();
+            let replayed = simulation["replayed"].as_f64().unwrap_or(0.0);
+            let replay_s = simulation["replay_ms"].as_f64().unwrap_or(0.0) / 1e3;
+            println!(
+                "plan simulation run {run}: {replayed} decisions in {took:.2} s: load from the trail {:.2} s, replay {:.3} s ({:.0} decisions/s); {} allow→deny, {} deny→allow",
+                simulation["load_ms"].as_f64().unwrap_or(0.0) / 1e3,
+                replay_s,
+                replayed / replay_s,
+                simulation["total"]["allow_to_deny"],
+                simulation["total"]["deny_to_allow"],
+            );
+        }
+        db.close().await;
+        anyhow::Ok(())
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
@@ -253,6 +345,20 @@ fn main() -> anyhow::Result<()> {
                 .context("DECISIONS: a number")?
                 .unwrap_or(1_000_000),
         ),
-        _ => bail!("usage: policy-bench swap [RUNS] | simulate [DECISIONS]"),
+        Some("trail") => {
+            let dir = args
+                .next()
+                .context("usage: policy-bench trail DIR [DECISIONS]")?;
+            let count = args
+                .next()
+                .map(|n| n.replace('_', "").parse())
+                .transpose()
+                .context("DECISIONS: a number")?
+                .unwrap_or(1_000_000);
+            trail(&dir, count)
+        }
+        _ => {
+            bail!("usage: policy-bench swap [RUNS] | simulate [DECISIONS] | trail DIR [DECISIONS]")
+        }
     }
 }
