@@ -37,11 +37,13 @@ pub struct Loaded<'a> {
 }
 
 impl<'a> Loaded<'a> {
-    /// Parses recorded decisions.
+    /// Parses recorded decisions. A decision on no single resource (a
+    /// list) is left out: it cannot be decided again as recorded.
     pub fn load(recorded: impl IntoIterator<Item = Recorded<'a>>) -> Loaded<'a> {
         let mut out = Loaded::default();
         for r in recorded {
             match parse_line(r.input) {
+                Ok((raw, _, _)) if raw.resource.id.is_empty() => {}
                 Ok((raw, kind, action)) => out.items.push((raw, kind, action, r.allowed, r.route)),
                 Err(_) => out.skipped += 1,
             }

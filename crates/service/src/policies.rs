@@ -672,12 +672,26 @@ pub const PLAN_DAYS: i64 = 30;
 /// The most recorded decisions a plan replays.
 pub const MAX_REPLAYED: usize = 2_000_000;
 
-/// A recorded decision, owned: its input text, whether it was allowed,
-/// and its route.
-struct RecordedDecision {
-    input: String,
-    allowed: bool,
-    route: String,
+/// What a simulation reads of an event's detail.
+#[derive(serde::Deserialize)]
+struct DetailView<'a> {
+    /// The decision input, as stored (batch format).
+    #[serde(borrow, default)]
+    input: Option<&'a serde_json::value::RawValue>,
+    /// Whether the policy made the decision.
+    #[serde(default)]
+    engine: bool,
+    /// Method and route.
+    #[serde(borrow, default)]
+    request: RequestView<'a>,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct RequestView<'a> {
+    #[serde(borrow, default)]
+    method: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    route: std::borrow::Cow<'a, str>,
 }
 
 /// The permissions a set of roles holds under `policy`.
@@ -691,42 +705,6 @@ fn held(policy: &partnerdb_policy::Policy, roles: &[String]) -> std::collections
 }
 
 impl Service {
-    /// One page of the policy's own decisions on single records and
-    /// objects, newest first, recorded since `since`, before seq `before`:
-    /// the decisions and where the next page starts.
-    async fn recorded_page(
-        &self,
-        filter: &partnerdb_store::audit::AuditFilter,
-        before: Option<i64>,
-    ) -> Result<(Vec<RecordedDecision>, Option<i64>), ServiceError> {
-        let page = partnerdb_store::audit::list(self.db(), filter, before, 5_000).await?;
-        let next = page.last().map(|e| e.event.seq);
-        let mut out = Vec::with_capacity(page.len());
-        for stored in &page {
-            let Ok(detail) = serde_json::from_str::<Json>(&stored.event.detail) else {
-                continue;
-            };
-            let input = &detail["input"];
-            // Lists (no single resource) and decisions the service made
-            // itself are not replayed.
-            if detail["engine"] != Json::Bool(true)
-                || input["resource"]["id"].as_str().is_none_or(str::is_empty)
-            {
-                continue;
-            }
-            out.push(RecordedDecision {
-                input: input.to_string(),
-                allowed: stored.event.decision == "allow",
-                route: format!(
-                    "{} {}",
-                    detail["request"]["method"].as_str().unwrap_or(""),
-                    detail["request"]["route"].as_str().unwrap_or("")
-                ),
-            });
-        }
-        Ok((out, next))
-    }
-
     /// Replays the decisions recorded in the last `days` days (at most
     /// [`MAX_REPLAYED`], page by page, so memory stays bounded) against
     /// the version in force and against `candidate`, counting what the
@@ -751,30 +729,46 @@ impl Service {
                 format!("the active policy does not compile: {error}"),
             )
         })?;
-        let filter = partnerdb_store::audit::AuditFilter {
-            since: Some(self.time_text(-days.saturating_mul(86_400))),
-            ..Default::default()
-        };
+        let since = self.time_text(-days.saturating_mul(86_400));
         let (mut load, mut replay) = (Duration::ZERO, Duration::ZERO);
         let mut simulation = partnerdb_policy::simulate::Simulation::default();
         let mut before = None;
         let mut truncated = false;
         loop {
             let started = std::time::Instant::now();
-            let (page, next) = self.recorded_page(&filter, before).await?;
-            let loaded = partnerdb_policy::simulate::Loaded::load(page.iter().map(|r| {
-                partnerdb_policy::simulate::Recorded {
-                    input: &r.input,
-                    allowed: r.allowed,
-                    route: &r.route,
-                }
-            }));
+            let page =
+                partnerdb_store::audit::details_since(self.db(), &since, before, 5_000).await?;
+            let Some(&(last, _, _)) = page.last() else {
+                break;
+            };
+            before = Some(last);
+            // The detail is read only as far as needed: the input stays the
+            // text it was stored as.
+            let views: Vec<(DetailView<'_>, bool, String)> = page
+                .iter()
+                .filter_map(|(_, decision, detail)| {
+                    let view: DetailView<'_> = serde_json::from_str(detail).ok()?;
+                    // Decisions the service made itself are not replayed.
+                    if !view.engine || view.input.is_none() {
+                        return None;
+                    }
+                    let route = format!("{} {}", view.request.method, view.request.route);
+                    Some((view, decision == "allow", route))
+                })
+                .collect();
+            let loaded = partnerdb_policy::simulate::Loaded::load(views.iter().filter_map(
+                |(view, allowed, route)| {
+                    Some(partnerdb_policy::simulate::Recorded {
+                        input: view.input?.get(),
+                        allowed: *allowed,
+                        route,
+                    })
+                },
+            ));
             load += started.elapsed();
             let started = std::time::Instant::now();
             simulation.merge(loaded.replay(Some(&baseline), candidate));
             replay += started.elapsed();
-            let Some(next) = next else { break };
-            before = Some(next);
             if simulation.replayed as usize >= MAX_REPLAYED {
                 truncated = true;
                 break;

@@ -441,6 +441,29 @@ pub async fn last_checkpoint(db: &Db) -> Result<i64, StoreError> {
     Ok(db.fetch_optional(&sql).await?.map_or(0, |r| r.int(0)))
 }
 
+/// Events at or after `since` with seq below `before`, newest first, at
+/// most `limit`: `(seq, decision, detail)` only (for a plan's simulation).
+pub async fn details_since(
+    db: &Db,
+    since: &str,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<(i64, String, String)>, StoreError> {
+    let mut sql = db.sql();
+    sql.push("SELECT seq, decision, detail FROM audit_events WHERE at >= ")
+        .bind(since);
+    if let Some(before) = before {
+        sql.push(" AND seq < ").bind(before);
+    }
+    sql.push(" ORDER BY seq DESC LIMIT ").bind(limit as i64);
+    Ok(db
+        .fetch_all(&sql)
+        .await?
+        .into_iter()
+        .map(|mut row| (row.int(0), row.take_text(1), row.take_text(2)))
+        .collect())
+}
+
 /// The first event's time (the trail's beginning), if any.
 pub async fn first_event_at(db: &Db) -> Result<Option<String>, StoreError> {
     let mut sql = db.sql();
