@@ -495,6 +495,13 @@ async fn another_server_on_the_database_follows_an_activation() {
             .unwrap(),
         );
         let before = other.policy_version();
+        let announcements = partnerdb_store::policies::listen(app.service.db())
+            .await
+            .unwrap();
+        assert_eq!(
+            announcements.is_some(),
+            backend == partnerdb_testkit::Backend::Postgres
+        );
         let (_, second) = app
             .principal("second admin", &["admin"], None, json!({}))
             .await;
@@ -510,6 +517,13 @@ async fn another_server_on_the_database_follows_an_activation() {
         .await;
         assert_eq!(approved.status, StatusCode::OK, "{:?}", approved.body);
         assert_eq!(other.policy_version(), before, "not before it polls");
+        // With PostgreSQL the activation is also announced (LISTEN/NOTIFY).
+        if let Some(mut listener) = announcements {
+            tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+                .await
+                .expect("the activation is announced")
+                .unwrap();
+        }
         other.poll_policy().await.unwrap();
         assert_eq!(
             &*other.policy_version(),

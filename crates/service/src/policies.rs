@@ -153,10 +153,34 @@ impl Service {
     /// Follows activations made through other servers: polls the active
     /// version every [`POLICY_POLL`] and takes a new one into use.
     pub async fn follow_policy(self: Arc<Self>) {
+        // PostgreSQL announces activations (LISTEN/NOTIFY); the poll stays
+        // as the fallback, and is all there is on SQLite.
+        let mut listener = match store::listen(self.db()).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for policy activations; polling only");
+                None
+            }
+        };
         let mut tick = tokio::time::interval(POLICY_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            match listener.as_mut() {
+                Some(announced) => {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        received = announced.recv() => {
+                            if let Err(error) = received {
+                                tracing::warn!(%error, "lost the policy listener; polling only");
+                                listener = None;
+                            }
+                        }
+                    }
+                }
+                None => {
+                    tick.tick().await;
+                }
+            }
             if let Err(error) = self.poll_policy().await {
                 tracing::warn!(%error, "cannot check for a new policy version");
             }

@@ -175,7 +175,43 @@ pub async fn activate(tx: &mut Tx, number: i64, by: &str, at: &str) -> Result<bo
         .bind(number)
         .push(") WHERE name = 'policy'");
     tx.execute(&sql).await?;
+    if tx.dialect() == crate::Dialect::Postgres {
+        // Delivered to every listening server when the transaction commits.
+        let mut sql = tx.sql();
+        sql.push("SELECT pg_notify('")
+            .push(POLICY_CHANNEL)
+            .push("', ")
+            .bind(number.to_string())
+            .push(")");
+        tx.execute(&sql).await?;
+    }
     Ok(true)
+}
+
+/// The PostgreSQL channel activations are announced on.
+pub const POLICY_CHANNEL: &str = "partnerdb_policy";
+
+/// Announcements of activations (PostgreSQL LISTEN on [`POLICY_CHANNEL`]).
+#[derive(Debug)]
+pub struct PolicyListener(sqlx::postgres::PgListener);
+
+impl PolicyListener {
+    /// Waits for the next activation (reconnecting if the connection drops).
+    pub async fn recv(&mut self) -> Result<(), StoreError> {
+        self.0.recv().await?;
+        Ok(())
+    }
+}
+
+/// Listens for activations; `None` on SQLite (which has one process's
+/// writers only and is followed by polling).
+pub async fn listen(db: &Db) -> Result<Option<PolicyListener>, StoreError> {
+    let Some(pool) = db.postgres_pool() else {
+        return Ok(None);
+    };
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(POLICY_CHANNEL).await?;
+    Ok(Some(PolicyListener(listener)))
 }
 
 /// Rejects a proposed version. Returns false when it was no longer

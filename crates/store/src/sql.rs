@@ -343,13 +343,22 @@ impl Db {
             connect = connect.options([("search_path", schema.as_str())]);
         }
         let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(2))
+            // One more than asked: a server's policy listener holds one.
+            .max_connections(options.max_connections.max(2) + 1)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(connect)
             .await?;
         Ok(Db {
             pools: Pools::Postgres(pool),
         })
+    }
+
+    /// The PostgreSQL pool, for the PostgreSQL-only features (LISTEN).
+    pub(crate) fn postgres_pool(&self) -> Option<&PgPool> {
+        match &self.pools {
+            Pools::Postgres(pool) => Some(pool),
+            Pools::Sqlite { .. } => None,
+        }
     }
 
     /// The dialect statements for this database are written in.
