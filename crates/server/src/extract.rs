@@ -56,13 +56,7 @@ impl FromRequestParts<AppState> for Auth {
                 .headers
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
-                .filter(|id| {
-                    !id.is_empty()
-                        && id.len() <= 64
-                        && id
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-                })
+                .filter(|id| partnerdb_service::auth::is_request_id(id.as_bytes()))
                 .map_or_else(partnerdb_store::new_id, str::to_owned),
             method: parts.method.to_string(),
             route: parts

@@ -107,6 +107,9 @@ pub fn router(state: AppState) -> axum::Router {
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        // A client's request id is kept only if it looks like one (it goes
+        // into logs and the audit trail); else one of ours replaces it.
+        .layer(axum::middleware::map_request(drop_odd_request_id))
         // Answers carry records and, once, tokens: never cached.
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
@@ -118,6 +121,17 @@ pub fn router(state: AppState) -> axum::Router {
             HeaderName::from_static("x-partnerdb-elevation"),
         ]))
         .with_state(state)
+}
+
+async fn drop_odd_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
+    let odd = request
+        .headers()
+        .get("x-request-id")
+        .is_some_and(|id| !partnerdb_service::auth::is_request_id(id.as_bytes()));
+    if odd {
+        request.headers_mut().remove("x-request-id");
+    }
+    request
 }
 
 /// Serves until `shutdown` resolves, then finishes the requests in flight.

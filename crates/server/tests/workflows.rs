@@ -108,6 +108,27 @@ async fn onboarding_then_offboarding() {
             .await;
         assert_eq!(hidden.status, StatusCode::NOT_FOUND);
 
+        // The manager may archive its partner but not revoke credentials:
+        // refused before anything changes.
+        let refused = app
+            .post(
+                "/v1/workflows/offboarding",
+                &pm,
+                &json!({"partner_id": partner}),
+            )
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "{backend:?} {:?}",
+            refused.body
+        );
+        let still = app.get(&format!("/v1/partners/{partner}"), &token).await;
+        assert_eq!(
+            still.status,
+            StatusCode::OK,
+            "{backend:?}: nothing was revoked"
+        );
         // Offboarding: the token stops working, the partner is archived.
         let off = app
             .post(
@@ -222,5 +243,53 @@ async fn concurrent_approvals_of_an_onboarding_issue_one_client() {
             )
             .await;
         assert_eq!(credentials.body["items"].as_array().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_stuck_approval_is_taken_over_after_its_lease() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let (_, pm) = app
+            .principal("pm", &["partner_manager"], None, json!({"region": "emea"}))
+            .await;
+        let (_, second) = app.principal("second", &["admin"], None, json!({})).await;
+        let started = app
+            .post(
+                "/v1/workflows/onboarding",
+                &pm,
+                &json!({"partner": {"name": "Hooli", "region": "emea"}}),
+            )
+            .await;
+        let id = started.body["workflow"]["id"].as_str().unwrap().to_owned();
+        // An approval that stopped half-way (a timeout, a restart) left
+        // its claim behind.
+        let mut tx = app.service.db().begin().await.unwrap();
+        let claimed = partnerdb_store::workflows::claim(
+            &mut tx,
+            &id,
+            &app.service.now_text(),
+            &app.service.time_text(-120),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        assert!(claimed);
+        let held = app
+            .post(&format!("/v1/workflows/{id}/approve"), &second, &json!({}))
+            .await;
+        assert_eq!(held.body["code"], "workflow_closed", "{backend:?}");
+        app.clock.advance(jiff::SignedDuration::from_secs(121));
+        let taken_over = app
+            .post(&format!("/v1/workflows/{id}/approve"), &second, &json!({}))
+            .await;
+        assert_eq!(
+            taken_over.status,
+            StatusCode::OK,
+            "{backend:?} {:?}",
+            taken_over.body
+        );
     }
 }

@@ -74,6 +74,16 @@ pub struct Caller {
     pub request: RequestInfo,
 }
 
+/// Whether a client's `x-request-id` looks like an id (1–64 of letters,
+/// digits and `-_.:`), fit for logs and the audit trail.
+pub fn is_request_id(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+}
+
 /// An approved, unexpired, unrevoked elevation presented with a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActiveElevation {

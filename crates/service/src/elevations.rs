@@ -526,7 +526,14 @@ impl Service {
         let roles = caller
             .policy
             .resolve_roles(requester.roles.iter().map(String::as_str));
-        for (resource, action) in permissions_of(row) {
+        let permissions = permissions_of(row);
+        if permissions.is_empty() {
+            return Err(ServiceError::conflict(
+                "elevation_outdated",
+                "the permissions of this elevation cannot be read; ask again",
+            ));
+        }
+        for (resource, action) in permissions {
             if !caller.policy.is_high_risk(resource, action)
                 || !caller.policy.covers(&roles, resource, action)
             {

@@ -200,14 +200,18 @@ impl Service {
         clock: Arc<dyn Clock>,
         config: audit::AuditConfig,
     ) -> Result<Service, OpenError> {
-        let text = store_principals::setting(&db, POLICY_SETTING)
+        let setting = store_principals::setting(&db, POLICY_SETTING)
             .await?
             .ok_or(OpenError::NotInitialised)?;
+        policies::adopt_unversioned(&db, &setting).await?;
+        // The active version's number and text, read together (an
+        // activation elsewhere between two reads would pair them wrongly).
+        let active = match partnerdb_store::policies::active(&db).await? {
+            Some((number, _)) => partnerdb_store::policies::get(&db, number).await?,
+            None => None,
+        };
+        let (number, text) = active.map_or((1, setting), |v| (v.number, v.content));
         let policy = compile(&text)?;
-        policies::adopt_unversioned(&db, &text).await?;
-        let number = partnerdb_store::policies::active(&db)
-            .await?
-            .map_or(1, |(number, _)| number);
         let key = store_principals::setting(&db, CURSOR_KEY_SETTING)
             .await?
             .ok_or(OpenError::NotInitialised)?;

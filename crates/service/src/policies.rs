@@ -30,6 +30,8 @@ use crate::{ActivePolicy, Service, policy_version};
 
 /// How often a server looks for a version activated elsewhere.
 pub const POLICY_POLL: Duration = Duration::from_millis(500);
+/// How soon a lost activation listener is connected again.
+pub const LISTEN_RETRY: Duration = Duration::from_secs(30);
 /// The largest policy text, in bytes.
 pub const MAX_POLICY_BYTES: usize = 512 * 1024;
 
@@ -155,16 +157,21 @@ impl Service {
     pub async fn follow_policy(self: Arc<Self>) {
         // PostgreSQL announces activations (LISTEN/NOTIFY); the poll stays
         // as the fallback, and is all there is on SQLite.
-        let mut listener = match store::listen(self.db()).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for policy activations; polling only");
-                None
-            }
-        };
+        let mut listener = None;
+        let mut listen_again = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(POLICY_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // (Re)connect the listener, at most every LISTEN_RETRY.
+            if listener.is_none() && tokio::time::Instant::now() >= listen_again {
+                listen_again = tokio::time::Instant::now() + LISTEN_RETRY;
+                match store::listen(self.db()).await {
+                    Ok(connected) => listener = connected,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot listen for policy activations; polling meanwhile");
+                    }
+                }
+            }
             match listener.as_mut() {
                 Some(announced) => {
                     tokio::select! {
@@ -321,6 +328,21 @@ impl Service {
 
     /// Proposes an earlier version's text again (`policy:rollback`).
     pub async fn rollback_policy(
+        &self,
+        caller: &Caller,
+        number: i64,
+        body: &Json,
+    ) -> Result<Json, ServiceError> {
+        match self.try_rollback_policy(caller, number, body).await {
+            Err(error @ (ServiceError::NotFound(_) | ServiceError::Conflict { .. })) => {
+                self.refuse_policy(caller, "rollback", &number.to_string(), error)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_rollback_policy(
         &self,
         caller: &Caller,
         number: i64,
@@ -531,9 +553,10 @@ impl Service {
                 ));
             }
         };
-        let version = store::get(self.db(), number)
-            .await?
-            .ok_or(ServiceError::NotFound("policy version"))?;
+        let Some(version) = store::get(self.db(), number).await? else {
+            let error = ServiceError::NotFound("policy version");
+            return self.refuse_policy(caller, "apply", &id, error).await;
+        };
         if version.author == caller.principal.id {
             let error = ServiceError::forbidden(
                 "self_approval",
@@ -558,7 +581,10 @@ impl Service {
         // decisions recorded in the plan's window. Replayed before the lock
         // (the texts cannot change; the lock is held only for the checks
         // that read bindings and states).
-        let simulation = self.simulate(&candidate, PLAN_DAYS).await?;
+        let simulation = match self.simulate(&candidate, PLAN_DAYS).await {
+            Ok(simulation) => simulation,
+            Err(error) => return self.refuse_policy(caller, "apply", &id, error).await,
+        };
         let mut tx = self.begin_locked().await?;
         let checked = self
             .approval_checks(&mut tx, number, &candidate, &simulation, accept_breaking)
@@ -632,6 +658,12 @@ impl Service {
                 ),
             ));
         }
+        if simulation["against"].as_str() != Some(active.hash.as_str()) {
+            return Err(ServiceError::conflict(
+                "policy_version_stale",
+                "another version was activated while this approval ran; approve again",
+            ));
+        }
         self.check_bindings(tx, candidate).await?;
         let (_, before) = self.live_administrators(tx, &current).await?;
         let (_, after) = self.live_administrators(tx, candidate).await?;
@@ -659,6 +691,16 @@ impl Service {
 
     /// Rejects a proposed version (`policy:apply`).
     pub async fn reject_policy(&self, caller: &Caller, number: i64) -> Result<Json, ServiceError> {
+        match self.try_reject_policy(caller, number).await {
+            Err(error @ (ServiceError::NotFound(_) | ServiceError::Conflict { .. })) => {
+                self.refuse_policy(caller, "reject", &number.to_string(), error)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_reject_policy(&self, caller: &Caller, number: i64) -> Result<Json, ServiceError> {
         let id = number.to_string();
         let decision = self.may_policy(caller, Action::Apply, &id).await?;
         let mut tx = self.db().begin().await?;
@@ -693,6 +735,8 @@ impl Service {
 pub const USAGE_UNUSED_DAYS: u32 = 90;
 /// The window a plan replays by default, in days.
 pub const PLAN_DAYS: i64 = 30;
+/// Events read at a time by a simulation.
+const PAGE: usize = 5_000;
 /// The most recorded decisions a plan replays.
 pub const MAX_REPLAYED: usize = 2_000_000;
 
@@ -754,18 +798,22 @@ impl Service {
             )
         })?;
         let since = self.time_text(-days.saturating_mul(86_400));
+        // The window is a range of seqs: paging never walks older events.
+        let from = partnerdb_store::audit::first_seq_since(self.db(), &since)
+            .await?
+            .unwrap_or(i64::MAX);
         let (mut load, mut replay) = (Duration::ZERO, Duration::ZERO);
         let mut simulation = partnerdb_policy::simulate::Simulation::default();
         let mut before = None;
         let mut truncated = false;
         loop {
             let started = std::time::Instant::now();
-            let page =
-                partnerdb_store::audit::details_since(self.db(), &since, before, 5_000).await?;
+            let page = partnerdb_store::audit::details_since(self.db(), from, before, PAGE).await?;
             let Some(&(last, _, _)) = page.last() else {
                 break;
             };
             before = Some(last);
+            let full = page.len() == PAGE;
             // The detail is read only as far as needed: the input stays the
             // text it was stored as.
             let views: Vec<(DetailView<'_>, bool, String)> = page
@@ -793,6 +841,9 @@ impl Service {
             let started = std::time::Instant::now();
             simulation.merge(loaded.replay(Some(&baseline), candidate));
             replay += started.elapsed();
+            if !full {
+                break;
+            }
             if simulation.replayed as usize >= MAX_REPLAYED {
                 truncated = true;
                 break;

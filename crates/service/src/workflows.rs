@@ -23,6 +23,11 @@ use crate::audit::{self, Draft};
 use crate::auth::Caller;
 use crate::error::ServiceError;
 
+/// How long an approval's claim on an onboarding holds: an approval that
+/// stopped without giving the run back (a timeout, a restart) can be taken
+/// over after this.
+pub const CLAIM_LEASE_SECS: i64 = 120;
+
 /// The terms a draft contract starts from.
 pub const CONTRACT_TEMPLATE: &str = "Standard partner agreement: terms to be negotiated. \
      Payment net 30 days; either party may terminate with 90 days' notice.";
@@ -243,7 +248,7 @@ impl Service {
     /// partner's api_client principal and its credential.
     pub async fn approve_workflow(&self, caller: &Caller, id: &str) -> Result<Json, ServiceError> {
         match self.try_approve_workflow(caller, id).await {
-            Err(error @ (ServiceError::NotFound("workflow") | ServiceError::Conflict { .. })) => {
+            Err(error @ (ServiceError::NotFound(_) | ServiceError::Conflict { .. })) => {
                 self.refuse_plain(caller, "approve", ("workflow", id), error)
                     .await
             }
@@ -255,7 +260,9 @@ impl Service {
         let Some(mut run) = self.visible_workflow(caller, id).await? else {
             return Err(ServiceError::NotFound("workflow"));
         };
-        if run.kind != "onboarding" || run.status != "awaiting_approval" {
+        if run.kind != "onboarding"
+            || !["awaiting_approval", "approving"].contains(&run.status.as_str())
+        {
             return Err(ServiceError::conflict(
                 "workflow_closed",
                 format!("this {} is {}, not awaiting approval", run.kind, run.status),
@@ -285,12 +292,11 @@ impl Service {
         }
         // Claim the run: of two approvers at once, one goes on.
         let mut tx = self.db().begin().await?;
-        let claimed = store::transition(
+        let claimed = store::claim(
             &mut tx,
             &run.id,
-            "awaiting_approval",
-            "approving",
             &self.now_text(),
+            &self.time_text(-CLAIM_LEASE_SECS),
         )
         .await?;
         tx.commit().await?;
@@ -412,13 +418,20 @@ impl Service {
         let partner = records::get(self.db(), ResourceType::Partner, &partner_id)
             .await?
             .ok_or(ServiceError::NotFound("partner"))?;
-        if !crate::records::decide(caller, Action::Update, &partner).allowed
+        let update = crate::records::decide(caller, Action::Update, &partner);
+        if !update.allowed
+            || !update
+                .fields
+                .contains(partnerdb_policy::FieldClass::General)
             || !caller.allows(ResourceType::Principal, Action::Update)
         {
-            return Err(ServiceError::forbidden(
+            let error = ServiceError::forbidden(
                 "forbidden",
-                "offboarding needs partner:update on this partner and principal:update",
-            ));
+                "offboarding needs partner:update on this partner's general fields (its status) and principal:update",
+            );
+            return self
+                .refuse_plain(caller, "trigger", ("workflow", "offboarding"), error)
+                .await;
         }
         let now = self.now_text();
         let live = store_principals::partner_credentials(self.db(), &partner_id, &now).await?;

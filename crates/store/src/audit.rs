@@ -441,17 +441,29 @@ pub async fn last_checkpoint(db: &Db) -> Result<i64, StoreError> {
     Ok(db.fetch_optional(&sql).await?.map_or(0, |r| r.int(0)))
 }
 
-/// Events at or after `since` with seq below `before`, newest first, at
-/// most `limit`: `(seq, decision, detail)` only (for a plan's simulation).
+/// The first seq recorded at or after `at`, if any (times follow seqs
+/// closely: both grow with every append).
+pub async fn first_seq_since(db: &Db, at: &str) -> Result<Option<i64>, StoreError> {
+    let mut sql = db.sql();
+    sql.push("SELECT MIN(seq) FROM audit_events WHERE at >= ")
+        .bind(at);
+    Ok(db
+        .fetch_optional(&sql)
+        .await?
+        .and_then(|r| r.get(0).as_int()))
+}
+
+/// Events with `from <= seq < before`, newest first, at most `limit`:
+/// `(seq, decision, detail)` only (for a plan's simulation).
 pub async fn details_since(
     db: &Db,
-    since: &str,
+    from: i64,
     before: Option<i64>,
     limit: usize,
 ) -> Result<Vec<(i64, String, String)>, StoreError> {
     let mut sql = db.sql();
-    sql.push("SELECT seq, decision, detail FROM audit_events WHERE at >= ")
-        .bind(since);
+    sql.push("SELECT seq, decision, detail FROM audit_events WHERE seq >= ")
+        .bind(from);
     if let Some(before) = before {
         sql.push(" AND seq < ").bind(before);
     }

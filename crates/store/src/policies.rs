@@ -196,10 +196,12 @@ pub const POLICY_CHANNEL: &str = "partnerdb_policy";
 pub struct PolicyListener(sqlx::postgres::PgListener);
 
 impl PolicyListener {
-    /// Waits for the next activation (reconnecting if the connection drops).
-    pub async fn recv(&mut self) -> Result<(), StoreError> {
-        self.0.recv().await?;
-        Ok(())
+    /// Waits for the next activation (reconnecting if the connection
+    /// drops) and returns its payload: the activated version's number.
+    /// Channels are per database: deployments in other schemas of the
+    /// same database are heard too (a wasted poll, nothing more).
+    pub async fn recv(&mut self) -> Result<String, StoreError> {
+        Ok(self.0.recv().await?.payload().to_owned())
     }
 }
 

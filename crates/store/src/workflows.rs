@@ -121,3 +121,24 @@ pub async fn transition(
         .bind(from);
     Ok(tx.execute(&sql).await? == 1)
 }
+
+/// Claims a run for approval: from `awaiting_approval`, or from an
+/// `approving` claim older than `stale_before` (an approval that stopped
+/// without giving the run back: a timeout, a restart). False when another
+/// approver holds a live claim or the run is closed.
+pub async fn claim(
+    tx: &mut Tx,
+    id: &str,
+    at: &str,
+    stale_before: &str,
+) -> Result<bool, StoreError> {
+    let mut sql = tx.sql();
+    sql.push("UPDATE workflows SET status = 'approving', updated_at = ")
+        .bind(at)
+        .push(" WHERE id = ")
+        .bind(id)
+        .push(" AND (status = 'awaiting_approval' OR (status = 'approving' AND updated_at < ")
+        .bind(stale_before)
+        .push("))");
+    Ok(tx.execute(&sql).await? == 1)
+}
