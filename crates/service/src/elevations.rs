@@ -650,6 +650,9 @@ impl Service {
     /// once. Returns how many were marked.
     pub async fn sweep_expired_elevations(&self) -> Result<usize, ServiceError> {
         let now = self.now_text();
+        if !store::any_due(self.db(), &now).await? {
+            return Ok(0);
+        }
         let mut tx = self.db().begin().await?;
         let due = store::due(&mut tx, &now, 100).await?;
         let mut marked = 0;

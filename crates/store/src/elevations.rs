@@ -220,3 +220,13 @@ pub async fn expire(tx: &mut Tx, id: &str) -> Result<bool, StoreError> {
         .push(" AND status = 'approved'");
     Ok(tx.execute(&sql).await? == 1)
 }
+
+/// Whether any approved elevation has ended (a cheap read, so that a sweep
+/// takes the write lock only when there is something to mark).
+pub async fn any_due(db: &Db, now: &str) -> Result<bool, StoreError> {
+    let mut sql = db.sql();
+    sql.push("SELECT 1 FROM elevations WHERE status = 'approved' AND expires_at <= ")
+        .bind(now)
+        .push(" LIMIT 1");
+    Ok(db.fetch_optional(&sql).await?.is_some())
+}
