@@ -144,6 +144,18 @@ pub async fn serve(
     // elevations reaching their end.
     let follower = tokio::spawn(state.service.clone().follow_policy());
     let sweeper = tokio::spawn(state.service.clone().expire_elevations());
+    let checkpointer = tokio::spawn({
+        let service = state.service.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Err(error) = service.db().checkpoint_wal().await {
+                    tracing::debug!(%error, "WAL checkpoint skipped");
+                }
+            }
+        }
+    });
     let served = axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
@@ -152,5 +164,6 @@ pub async fn serve(
     .await;
     follower.abort();
     sweeper.abort();
+    checkpointer.abort();
     served
 }

@@ -261,6 +261,9 @@ enum Pools {
         /// One writer: SQLite allows one write transaction at a time, so
         /// writes queue here instead of failing with "database is locked".
         write: SqlitePool,
+        /// One connection, opened on first use, that copies the WAL back
+        /// into the database beside the writer (so commits rarely do).
+        checkpoint: SqlitePool,
     },
     Postgres(PgPool),
 }
@@ -328,12 +331,19 @@ impl Db {
                     .pragma("journal_size_limit", "67108864"),
             )
             .await?;
+        let checkpoint = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(connect.clone());
         let read = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .connect_with(connect.read_only(true))
             .await?;
         Ok(Db {
-            pools: Pools::Sqlite { read, write },
+            pools: Pools::Sqlite {
+                read,
+                write,
+                checkpoint,
+            },
         })
     }
 
@@ -408,6 +418,18 @@ impl Db {
         }))
     }
 
+    /// SQLite: copies what it can of the WAL back into the database
+    /// without waiting for readers or the writer (a passive checkpoint), so
+    /// that commits seldom carry one. PostgreSQL: nothing to do.
+    pub async fn checkpoint_wal(&self) -> Result<(), StoreError> {
+        if let Pools::Sqlite { checkpoint, .. } = &self.pools {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(checkpoint)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let sql = {
@@ -421,9 +443,14 @@ impl Db {
     /// Closes every connection.
     pub async fn close(&self) {
         match &self.pools {
-            Pools::Sqlite { read, write } => {
+            Pools::Sqlite {
+                read,
+                write,
+                checkpoint,
+            } => {
                 read.close().await;
                 write.close().await;
+                checkpoint.close().await;
             }
             Pools::Postgres(pool) => pool.close().await,
         }
