@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use partnerdb_audit::CheckpointKey;
-use partnerdb_policy::{Decision, FieldClass};
+use partnerdb_policy::{Decision, FieldClass, FieldSet};
 use partnerdb_store::audit::{self as store, NewEvent};
 use partnerdb_store::records::Record;
 use partnerdb_store::{Db, StoreError, Tx, Value};
@@ -144,6 +144,28 @@ pub async fn checkpointer(
             Ok(()) => last_signed = tokio::time::Instant::now(),
             Err(error) => tracing::warn!(%error, "cannot store an audit checkpoint"),
         }
+    }
+}
+
+/// A refusal the service made, not the policy (a missing record or one
+/// out of reach, the maker-checker rule, a field check, a closed or stale
+/// object): no grant matched and no policy denial; such events are not
+/// replayed by a plan.
+pub(crate) fn service_refusal() -> Decision {
+    Decision {
+        allowed: false,
+        fields: FieldSet::EMPTY,
+        matched: Default::default(),
+        denial: None,
+    }
+}
+
+/// An allow the service made, not a grant (an author withdrawing their own
+/// request, an idempotent replay, a system step).
+pub(crate) fn service_allow() -> Decision {
+    Decision {
+        allowed: true,
+        ..service_refusal()
     }
 }
 
@@ -367,12 +389,7 @@ impl Service {
         ) {
             return Err(error);
         }
-        let refused = Decision {
-            allowed: false,
-            fields: partnerdb_policy::FieldSet::EMPTY,
-            matched: Default::default(),
-            denial: None,
-        };
+        let refused = service_refusal();
         let event = self.event(
             caller,
             Draft {

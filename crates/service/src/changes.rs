@@ -15,7 +15,7 @@ use partnerdb_store::{Tx, Value};
 use serde_json::{Map, Value as Json, json};
 
 use crate::Service;
-use crate::audit;
+use crate::audit::{self, service_allow, service_refusal};
 use crate::auth::Caller;
 use crate::codec::to_json;
 use crate::error::ServiceError;
@@ -28,17 +28,6 @@ pub const MAX_CHANGE_PAGE: usize = 200;
 pub const MAX_REASON: usize = 2000;
 
 const STATUSES: [&str; 4] = ["pending", "approved", "rejected", "withdrawn"];
-
-/// A decision that is not the policy's: the author withdrawing their own
-/// request.
-fn authored() -> Decision {
-    Decision {
-        allowed: true,
-        fields: FieldSet::EMPTY,
-        matched: Default::default(),
-        denial: None,
-    }
-}
 
 /// A request as `readable` (the reader's classes on the contract) lets it
 /// be seen: the field-by-field diff shows only readable fields.
@@ -478,7 +467,7 @@ impl Service {
                 resource_type: "change_request",
                 resource_id: None,
                 partner_id: None,
-                decision: &authored(),
+                decision: &service_allow(),
                 reason: None,
                 input: audit::input(
                     caller,
@@ -527,14 +516,39 @@ impl Service {
             caller,
             action.name(),
             contract,
-            &Decision {
-                allowed: false,
-                ..authored()
-            },
+            &service_refusal(),
             Some(error.to_string()),
             json!({"change_request": request.id}),
         ));
         Err(error)
+    }
+
+    /// Closes a pending request as `status` (by the caller, with a
+    /// reason for a rejection) and commits that with its event; returns the
+    /// request as closed.
+    async fn close_request(
+        &self,
+        mut tx: Tx,
+        caller: &Caller,
+        request: ChangeRequestRow,
+        status: &str,
+        reason: Option<String>,
+        event: NewEvent,
+    ) -> Result<ChangeRequestRow, ServiceError> {
+        let at = self.now_text();
+        let by = caller.principal.id.clone();
+        if !store::close(&mut tx, &request.id, status, &by, reason.as_deref(), &at).await? {
+            return Err(closed(&request));
+        }
+        self.append_in(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(ChangeRequestRow {
+            status: status.into(),
+            reason,
+            decided_by: Some(by),
+            decided_at: Some(at),
+            ..request
+        })
     }
 
     /// Opens a pending request for a reviewer's `action` (approve or
@@ -621,19 +635,6 @@ impl Service {
         if !records::update(&mut tx, &next, current.version).await? {
             return Err(stale(&request, &next));
         }
-        let at = self.now_text();
-        if !store::close(
-            &mut tx,
-            &request.id,
-            "approved",
-            &caller.principal.id,
-            None,
-            &at,
-        )
-        .await?
-        {
-            return Err(closed(&request));
-        }
         let event = self.change_event(
             caller,
             "approve",
@@ -646,14 +647,9 @@ impl Service {
                 "changes": audit::changes(Some(&current), Some(&next)),
             }),
         );
-        self.append_in(&mut tx, event).await?;
-        tx.commit().await?;
-        let closed = ChangeRequestRow {
-            status: "approved".into(),
-            decided_by: Some(caller.principal.id.clone()),
-            decided_at: Some(at),
-            ..request
-        };
+        let closed = self
+            .close_request(tx, caller, request, "approved", None, event)
+            .await?;
         let readable = self.readable(caller, &next);
         let mut view = change_json(&closed, &current, readable);
         view["contract"] = render(&next, readable);
@@ -689,19 +685,6 @@ impl Service {
         let (request, contract, decision) = self
             .review(&mut tx, caller, Action::Reject, id, denied)
             .await?;
-        let at = self.now_text();
-        if !store::close(
-            &mut tx,
-            &request.id,
-            "rejected",
-            &caller.principal.id,
-            Some(&reason),
-            &at,
-        )
-        .await?
-        {
-            return Err(closed(&request));
-        }
         // The reason is free text: it stays with the request (which can be
         // erased), not in the trail.
         let event = self.change_event(
@@ -712,15 +695,9 @@ impl Service {
             None,
             json!({"change_request": request.id, "proposer": request.proposer_id}),
         );
-        self.append_in(&mut tx, event).await?;
-        tx.commit().await?;
-        let closed = ChangeRequestRow {
-            status: "rejected".into(),
-            reason: Some(reason),
-            decided_by: Some(caller.principal.id.clone()),
-            decided_at: Some(at),
-            ..request
-        };
+        let closed = self
+            .close_request(tx, caller, request, "rejected", Some(reason), event)
+            .await?;
         Ok(change_json(
             &closed,
             &contract,
@@ -759,10 +736,7 @@ impl Service {
                 caller,
                 "withdraw",
                 &contract,
-                &Decision {
-                    allowed: false,
-                    ..authored()
-                },
+                &service_refusal(),
                 Some(error.to_string()),
                 json!({"change_request": request.id}),
             ));
@@ -771,35 +745,17 @@ impl Service {
         if request.status != "pending" {
             return Err(closed(&request));
         }
-        let at = self.now_text();
-        if !store::close(
-            &mut tx,
-            &request.id,
-            "withdrawn",
-            &caller.principal.id,
-            None,
-            &at,
-        )
-        .await?
-        {
-            return Err(closed(&request));
-        }
         let event = self.change_event(
             caller,
             "withdraw",
             &contract,
-            &authored(),
+            &service_allow(),
             None,
             json!({"change_request": request.id}),
         );
-        self.append_in(&mut tx, event).await?;
-        tx.commit().await?;
-        let closed = ChangeRequestRow {
-            status: "withdrawn".into(),
-            decided_by: Some(caller.principal.id.clone()),
-            decided_at: Some(at),
-            ..request
-        };
+        let closed = self
+            .close_request(tx, caller, request, "withdrawn", None, event)
+            .await?;
         Ok(change_json(
             &closed,
             &contract,

@@ -20,7 +20,7 @@ use rand::RngCore as _;
 use serde_json::{Value as Json, json};
 
 use crate::Service;
-use crate::audit::{self, Draft};
+use crate::audit::{self, Draft, service_allow, service_refusal};
 use crate::auth::{ActiveElevation, Caller, token_hash};
 use crate::error::ServiceError;
 
@@ -42,24 +42,6 @@ fn new_elevation_token() -> String {
         "{ELEVATION_PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     )
-}
-
-/// A refusal that is not the policy's.
-fn refused() -> Decision {
-    Decision {
-        allowed: false,
-        ..allowed()
-    }
-}
-
-/// An allow that is not a grant's (the requester's own elevation).
-fn allowed() -> Decision {
-    Decision {
-        allowed: true,
-        fields: partnerdb_policy::FieldSet::EMPTY,
-        matched: Default::default(),
-        denial: None,
-    }
 }
 
 fn not_found() -> ServiceError {
@@ -286,7 +268,7 @@ impl Service {
             caller,
             action,
             (&row.id, row.partner_id.as_deref()),
-            &refused(),
+            &service_refusal(),
             Some(error.to_string()),
             json!({}),
         );
@@ -600,7 +582,7 @@ impl Service {
             caller,
             "activate",
             (&row.id, row.partner_id.as_deref()),
-            &allowed(),
+            &service_allow(),
             None,
             json!({}),
         );
@@ -635,7 +617,7 @@ impl Service {
             caller,
             "revoke",
             (&row.id, row.partner_id.as_deref()),
-            &allowed(),
+            &service_allow(),
             None,
             json!({"requester": row.principal_id}),
         );
@@ -770,7 +752,7 @@ impl Service {
                 caller,
                 "use",
                 ("unknown", None),
-                &refused(),
+                &service_refusal(),
                 Some(why.into()),
                 json!({}),
             );
@@ -783,7 +765,7 @@ impl Service {
                 caller,
                 "use",
                 on,
-                &refused(),
+                &service_refusal(),
                 Some(why.into()),
                 json!({"requester": row.principal_id}),
             );

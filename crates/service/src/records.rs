@@ -14,7 +14,7 @@ use partnerdb_store::{StoreError, Tx, Value, principals};
 use serde_json::{Map, Value as Json};
 
 use crate::Service;
-use crate::audit::{self, Draft};
+use crate::audit::{self, Draft, service_allow, service_refusal};
 use crate::auth::Caller;
 use crate::codec::{from_json, normalize_timestamp, to_json};
 use crate::error::ServiceError;
@@ -141,18 +141,6 @@ pub(crate) fn reason(
         .deny_reason(&request_on(caller, action, record), decision)
 }
 
-/// A decision that allowed nothing, with a reason of our own (for
-/// requests the policy could not decide on a record: it does not exist, or
-/// its partner is out of reach).
-fn refused() -> Decision {
-    Decision {
-        allowed: false,
-        fields: FieldSet::EMPTY,
-        matched: Default::default(),
-        denial: None,
-    }
-}
-
 impl Service {
     /// The event of a decision on a record; `kind` is `decision` for reads
     /// and refusals, `change` for a change (with `extra` holding the
@@ -205,7 +193,7 @@ impl Service {
                 resource_type: kind.name(),
                 resource_id: Some(id),
                 partner_id: None,
-                decision: &refused(),
+                decision: &service_refusal(),
                 reason: Some(why.to_owned()),
                 input: audit::input(
                     caller,
@@ -264,7 +252,7 @@ impl Service {
                 resource_type: record.kind.name(),
                 resource_id: Some(&record.id),
                 partner_id: Some(&record.partner_id),
-                decision: &refused(),
+                decision: &service_refusal(),
                 reason: Some(error.to_string()),
                 input: audit::record_decision_input(caller, action.name(), record),
                 extra: json!({}),
@@ -596,10 +584,7 @@ impl Service {
             Err(error) => self.refuse(error, denied).await,
             Ok(created) => {
                 if created.replayed {
-                    let allowed = Decision {
-                        allowed: true,
-                        ..refused()
-                    };
+                    let allowed = service_allow();
                     let id = created.view.body["id"]
                         .as_str()
                         .unwrap_or_default()
@@ -958,7 +943,7 @@ impl Service {
             let event = self.list_event(
                 caller,
                 kind,
-                &refused(),
+                &service_refusal(),
                 Some("no grant of the principal's roles covers this list"),
                 json!({}),
             );
@@ -1033,7 +1018,7 @@ impl Service {
                 items.push(render(record, decision.fields));
             }
         }
-        let mut allowed = refused();
+        let mut allowed = service_refusal();
         allowed.allowed = true;
         for condition in &scope.conditions {
             if !allowed.matched.contains(&condition.grant) {

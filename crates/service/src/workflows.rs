@@ -19,7 +19,7 @@ use partnerdb_store::workflows::{self as store, WorkflowRow};
 use serde_json::{Map, Value as Json, json};
 
 use crate::Service;
-use crate::audit::{self, Draft};
+use crate::audit::{self, Draft, service_allow, service_refusal};
 use crate::auth::Caller;
 use crate::error::ServiceError;
 
@@ -273,12 +273,7 @@ impl Service {
                 "self_approval",
                 "you triggered this onboarding, so you may not approve it: another principal must",
             );
-            let refused = Decision {
-                allowed: false,
-                fields: partnerdb_policy::FieldSet::EMPTY,
-                matched: Default::default(),
-                denial: None,
-            };
+            let refused = service_refusal();
             let event = self.workflow_event(
                 caller,
                 "approve",
@@ -370,12 +365,7 @@ impl Service {
         run.status = "completed".into();
         run.approved_by = Some(caller.principal.id.clone());
         run.updated_at = self.now_text();
-        let allowed = Decision {
-            allowed: true,
-            fields: partnerdb_policy::FieldSet::EMPTY,
-            matched: Default::default(),
-            denial: None,
-        };
+        let allowed = service_allow();
         self.save_workflow(
             caller,
             run,
