@@ -206,10 +206,7 @@ impl Service {
         policies::adopt_unversioned(&db, &setting).await?;
         // The active version's number and text, read together (an
         // activation elsewhere between two reads would pair them wrongly).
-        let active = match partnerdb_store::policies::active(&db).await? {
-            Some((number, _)) => partnerdb_store::policies::get(&db, number).await?,
-            None => None,
-        };
+        let active = partnerdb_store::policies::active_version(&db).await?;
         let (number, text) = active.map_or((1, setting), |v| (v.number, v.content));
         let policy = compile(&text)?;
         let key = store_principals::setting(&db, CURSOR_KEY_SETTING)

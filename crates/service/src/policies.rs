@@ -65,6 +65,21 @@ pub async fn adopt_unversioned(db: &Db, text: &str) -> Result<(), StoreError> {
     tx.commit().await
 }
 
+/// The active version and its compiled policy.
+fn compile_active(
+    active: Option<PolicyVersionRow>,
+) -> Result<(PolicyVersionRow, CompiledPolicy), ServiceError> {
+    let active = active
+        .ok_or_else(|| ServiceError::conflict("policy_missing", "no policy version is active"))?;
+    let compiled = crate::compile(&active.content).map_err(|error| {
+        ServiceError::conflict(
+            "policy_invalid",
+            format!("the active policy does not compile: {error}"),
+        )
+    })?;
+    Ok((active, compiled))
+}
+
 fn version_json(v: &PolicyVersionRow, with_content: bool) -> Json {
     let mut out = json!({
         "number": v.number,
@@ -383,16 +398,12 @@ impl Service {
         &self,
         tx: &mut partnerdb_store::Tx,
     ) -> Result<(PolicyVersionRow, CompiledPolicy), ServiceError> {
-        let active = store::active_in(tx).await?.ok_or_else(|| {
-            ServiceError::conflict("policy_missing", "no policy version is active")
-        })?;
-        let compiled = crate::compile(&active.content).map_err(|error| {
-            ServiceError::conflict(
-                "policy_invalid",
-                format!("the active policy does not compile: {error}"),
-            )
-        })?;
-        Ok((active, compiled))
+        compile_active(store::active_in(tx).await?)
+    }
+
+    /// The version active in the database now, compiled.
+    pub async fn active_now(&self) -> Result<(PolicyVersionRow, CompiledPolicy), ServiceError> {
+        compile_active(store::active_version(self.db()).await?)
     }
 
     /// Refuses a version that would make an existing binding break a
@@ -581,7 +592,11 @@ impl Service {
         // decisions recorded in the plan's window. Replayed before the lock
         // (the texts cannot change; the lock is held only for the checks
         // that read bindings and states).
-        let simulation = match self.simulate(&candidate, PLAN_DAYS).await {
+        let simulated = match self.active_now().await {
+            Ok(active) => self.simulate(&active, &candidate, PLAN_DAYS).await,
+            Err(error) => Err(error),
+        };
+        let simulation = match simulated {
             Ok(simulation) => simulation,
             Err(error) => return self.refuse_policy(caller, "apply", &id, error).await,
         };
@@ -779,24 +794,10 @@ impl Service {
     /// candidate changes; with load and replay times.
     pub async fn simulate(
         &self,
+        (active, baseline): &(PolicyVersionRow, CompiledPolicy),
         candidate: &CompiledPolicy,
         days: i64,
     ) -> Result<Json, ServiceError> {
-        let Some((active_number, active_hash)) = store::active(self.db()).await? else {
-            return Err(ServiceError::conflict(
-                "policy_missing",
-                "no policy version is active",
-            ));
-        };
-        let active = store::get(self.db(), active_number).await?.ok_or_else(|| {
-            ServiceError::conflict("policy_missing", "no policy version is active")
-        })?;
-        let baseline = crate::compile(&active.content).map_err(|error| {
-            ServiceError::conflict(
-                "policy_invalid",
-                format!("the active policy does not compile: {error}"),
-            )
-        })?;
         let since = self.time_text(-days.saturating_mul(86_400));
         // The window is a range of seqs: paging never walks older events.
         let from = partnerdb_store::audit::first_seq_since(self.db(), &since)
@@ -839,7 +840,7 @@ impl Service {
             ));
             load += started.elapsed();
             let started = std::time::Instant::now();
-            simulation.merge(loaded.replay(Some(&baseline), candidate));
+            simulation.merge(loaded.replay(Some(baseline), candidate));
             replay += started.elapsed();
             if !full {
                 break;
@@ -851,7 +852,7 @@ impl Service {
         }
         let mut out = serde_json::to_value(&simulation).unwrap_or(Json::Null);
         out["days"] = Json::from(days);
-        out["against"] = Json::from(active_hash);
+        out["against"] = Json::from(active.hash.as_str());
         out["truncated"] = Json::Bool(truncated);
         out["breaking"] = Json::Bool(simulation.breaking());
         out["load_ms"] = Json::from(load.as_secs_f64() * 1e3);
@@ -897,9 +898,10 @@ impl Service {
             .ok_or(ServiceError::NotFound("policy version"))?;
         let (candidate, findings) = check_candidate(&version.content)?;
         let mut tx = self.db().begin().await?;
-        let (active_row, active) = self.active_in(&mut tx).await?;
+        let in_force = self.active_in(&mut tx).await?;
+        let (active_row, active) = (&in_force.0, &in_force.1);
         let bindings = store_principals::all_bindings(&mut tx).await?;
-        let (_, admins_now) = self.live_administrators(&mut tx, &active).await?;
+        let (_, admins_now) = self.live_administrators(&mut tx, active).await?;
         let (_, admins_after) = self.live_administrators(&mut tx, &candidate).await?;
         drop(tx);
         let diff = partnerdb_policy::diff::diff(active.policy(), candidate.policy());
@@ -917,7 +919,7 @@ impl Service {
         }
         let min = candidate.policy().min_admins as usize;
         let lockout_ok = admins_after.len() >= min || admins_after.len() > admins_now.len();
-        let mut simulation = self.simulate(&candidate, days).await?;
+        let mut simulation = self.simulate(&in_force, &candidate, days).await?;
         // Who did what is the trail's and the principals' business: shown
         // only to those who may read them.
         if !caller.allows(ResourceType::Audit, Action::Read) {

@@ -139,6 +139,15 @@ pub async fn active_in(tx: &mut Tx) -> Result<Option<PolicyVersionRow>, StoreErr
     Ok(tx.fetch_optional(&sql).await?.map(from_row))
 }
 
+/// The active version.
+pub async fn active_version(db: &Db) -> Result<Option<PolicyVersionRow>, StoreError> {
+    let mut sql = db.sql();
+    sql.push("SELECT ")
+        .push(COLUMNS)
+        .push(" FROM policy_versions WHERE state = 'active' ORDER BY number DESC LIMIT 1");
+    Ok(db.fetch_optional(&sql).await?.map(from_row))
+}
+
 /// The active version's number and hash (cheap: for polling).
 pub async fn active(db: &Db) -> Result<Option<(i64, String)>, StoreError> {
     let mut sql = db.sql();

@@ -310,7 +310,8 @@ fn trail(dir: &str, count: usize) -> anyhow::Result<()> {
         let candidate = candidate()?;
         for run in 1..=3 {
             let started = Instant::now();
-            let simulation = service.simulate(&candidate, 30).await?;
+            let active = service.active_now().await?;
+            let simulation = service.simulate(&active, &candidate, 30).await?;
             let took = started.elapsed().as_secs_f64();
             let replayed = simulation["replayed"].as_f64().unwrap_or(0.0);
             let replay_s = simulation["replay_ms"].as_f64().unwrap_or(0.0) / 1e3;
