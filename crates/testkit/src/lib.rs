@@ -197,6 +197,16 @@ impl Answer {
     }
 }
 
+/// The actions of the events in a page of `/v1/audit`, newest first.
+pub fn audit_actions(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["action"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Starts the server on `backend` with the starter policy and a manual
 /// clock set to now; `None` when PostgreSQL is skipped.
 pub async fn spawn(backend: Backend) -> Option<TestApp> {
