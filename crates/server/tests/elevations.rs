@@ -12,7 +12,7 @@
 
 use partnerdb_testkit::{Answer, BACKENDS, TestApp, audit_actions, spawn};
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const HEADER: &str = "x-partnerdb-elevation";
 
@@ -20,38 +20,6 @@ async fn delete_with(app: &TestApp, path: &str, token: &str, elevation: Option<&
     let headers: Vec<(&str, &str)> = elevation.map(|e| (HEADER, e)).into_iter().collect();
     app.request(Method::DELETE, path, Some(token), None, &headers)
         .await
-}
-
-/// Requests, approves (as `approver`) and activates an elevation; returns
-/// `(id, elevation token)`.
-async fn elevation(app: &TestApp, token: &str, approver: &str, body: Value) -> (String, String) {
-    let requested = app.post("/v1/elevations", token, &body).await;
-    assert_eq!(
-        requested.status,
-        StatusCode::CREATED,
-        "{:?}",
-        requested.body
-    );
-    assert_eq!(requested.body["status"], "pending");
-    let id = requested.body["id"].as_str().unwrap().to_owned();
-    let approved = app
-        .post(
-            &format!("/v1/elevations/{id}/approve"),
-            approver,
-            &json!({}),
-        )
-        .await;
-    assert_eq!(approved.status, StatusCode::OK, "{:?}", approved.body);
-    let activated = app
-        .post(&format!("/v1/elevations/{id}/activate"), token, &json!({}))
-        .await;
-    assert_eq!(
-        activated.status,
-        StatusCode::CREATED,
-        "{:?}",
-        activated.body
-    );
-    (id, activated.body["token"].as_str().unwrap().to_owned())
 }
 
 #[tokio::test]
@@ -331,13 +299,13 @@ async fn an_elevation_ends_when_it_expires_or_is_revoked() {
                 .await;
             contracts.push(c["id"].as_str().unwrap().to_owned());
         }
-        let (id, token) = elevation(
-            &app,
-            &app.admin_token,
-            &approver,
-            json!({"permissions": ["contract:delete"], "reason": "r", "ttl_seconds": 60}),
-        )
-        .await;
+        let (id, token) = app
+            .elevation(
+                &app.admin_token,
+                &approver,
+                json!({"permissions": ["contract:delete"], "reason": "r", "ttl_seconds": 60}),
+            )
+            .await;
         let delete = |i: usize| {
             let (app, token, path) = (
                 &app,
@@ -387,13 +355,13 @@ async fn an_elevation_ends_when_it_expires_or_is_revoked() {
         assert_eq!(seen.body["status"], "expired");
 
         // Revoked: refused at once.
-        let (id, token) = elevation(
-            &app,
-            &app.admin_token,
-            &approver,
-            json!({"permissions": ["contract:delete"], "reason": "r", "ttl_seconds": 600}),
-        )
-        .await;
+        let (id, token) = app
+            .elevation(
+                &app.admin_token,
+                &approver,
+                json!({"permissions": ["contract:delete"], "reason": "r", "ttl_seconds": 600}),
+            )
+            .await;
         let revoked = app
             .post(
                 &format!("/v1/elevations/{id}/revoke"),

@@ -41,27 +41,8 @@ fn analyst_reads_partners() -> String {
 /// An approved, activated elevation for `permission` of `token`'s
 /// principal, approved by `approver`: its token.
 async fn elevated(app: &TestApp, token: &str, approver: &str, permission: &str) -> String {
-    let asked = app
-        .post(
-            "/v1/elevations",
-            token,
-            &json!({"permissions": [permission], "reason": "policy change", "ttl_seconds": 600}),
-        )
-        .await;
-    assert_eq!(asked.status, StatusCode::CREATED, "{:?}", asked.body);
-    let id = asked.body["id"].as_str().unwrap();
-    let approved = app
-        .post(
-            &format!("/v1/elevations/{id}/approve"),
-            approver,
-            &json!({}),
-        )
-        .await;
-    assert_eq!(approved.status, StatusCode::OK, "{:?}", approved.body);
-    let active = app
-        .post(&format!("/v1/elevations/{id}/activate"), token, &json!({}))
-        .await;
-    active.body["token"].as_str().unwrap().to_owned()
+    let body = json!({"permissions": [permission], "reason": "policy change", "ttl_seconds": 600});
+    app.elevation(token, approver, body).await.1
 }
 
 async fn post_elevated(

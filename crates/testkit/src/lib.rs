@@ -356,6 +356,35 @@ impl TestApp {
         (id, credential.body["token"].as_str().unwrap().to_owned())
     }
 
+    /// Requests an elevation (`body`) with `token`, has `approver` approve
+    /// it and activates it; returns `(id, elevation token)`.
+    pub async fn elevation(&self, token: &str, approver: &str, body: Value) -> (String, String) {
+        let requested = self.post("/v1/elevations", token, &body).await;
+        assert_eq!(
+            requested.status,
+            StatusCode::CREATED,
+            "{:?}",
+            requested.body
+        );
+        assert_eq!(requested.body["status"], "pending");
+        let id = requested.body["id"].as_str().unwrap().to_owned();
+        let empty = serde_json::json!({});
+        let approved = self
+            .post(&format!("/v1/elevations/{id}/approve"), approver, &empty)
+            .await;
+        assert_eq!(approved.status, StatusCode::OK, "{:?}", approved.body);
+        let activated = self
+            .post(&format!("/v1/elevations/{id}/activate"), token, &empty)
+            .await;
+        assert_eq!(
+            activated.status,
+            StatusCode::CREATED,
+            "{:?}",
+            activated.body
+        );
+        (id, activated.body["token"].as_str().unwrap().to_owned())
+    }
+
     /// Creates a record as the administrator; returns its JSON.
     pub async fn record(&self, plural: &str, body: Value) -> Value {
         let created = self
