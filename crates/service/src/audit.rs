@@ -413,6 +413,25 @@ impl Service {
         Err(error)
     }
 
+    /// Records the refusals an operation's steps leave unrecorded (a
+    /// missing object, a closed or conflicting state: the refusals the
+    /// steps record themselves are forbidden ones) and passes the outcome
+    /// on.
+    pub(crate) async fn record_unrecorded<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        on: (&str, &str),
+        result: Result<T, ServiceError>,
+    ) -> Result<T, ServiceError> {
+        match result {
+            Err(error @ (ServiceError::NotFound(_) | ServiceError::Conflict { .. })) => {
+                self.refuse_plain(caller, action, on, error).await
+            }
+            other => other,
+        }
+    }
+
     /// Records a read or deny event through the batched writer and waits
     /// for its commit (fail closed: an unwritable trail refuses the
     /// request).

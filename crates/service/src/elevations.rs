@@ -674,28 +674,11 @@ impl Service {
         }
     }
 
-    /// Records the refusals the steps below do not record themselves (a
-    /// missing or hidden elevation, a closed one) and returns them.
-    async fn elevation_outcome<T>(
-        &self,
-        caller: &Caller,
-        action: &str,
-        id: &str,
-        result: Result<T, ServiceError>,
-    ) -> Result<T, ServiceError> {
-        match result {
-            Err(error @ (ServiceError::NotFound(_) | ServiceError::Conflict { .. })) => {
-                self.refuse_plain(caller, action, ("elevation", id), error)
-                    .await
-            }
-            other => other,
-        }
-    }
-
     /// One elevation, for its requester and for approvers.
     pub async fn get_elevation(&self, caller: &Caller, id: &str) -> Result<Json, ServiceError> {
         let result = self.try_get_elevation(caller, id).await;
-        self.elevation_outcome(caller, "read", id, result).await
+        self.record_unrecorded(caller, "read", ("elevation", id), result)
+            .await
     }
 
     /// Approves (`approve = true`) or denies a pending elevation; never
@@ -708,7 +691,8 @@ impl Service {
     ) -> Result<Json, ServiceError> {
         let result = self.try_decide_on_elevation(caller, id, approve).await;
         let action = if approve { "approve" } else { "deny" };
-        self.elevation_outcome(caller, action, id, result).await
+        self.record_unrecorded(caller, action, ("elevation", id), result)
+            .await
     }
 
     /// Issues the token of an approved elevation to its requester, once.
@@ -718,14 +702,16 @@ impl Service {
         id: &str,
     ) -> Result<Json, ServiceError> {
         let result = self.try_activate_elevation(caller, id).await;
-        self.elevation_outcome(caller, "activate", id, result).await
+        self.record_unrecorded(caller, "activate", ("elevation", id), result)
+            .await
     }
 
     /// Revokes a pending or approved elevation: its requester, or a
     /// principal who may approve elevations.
     pub async fn revoke_elevation(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
         let result = self.try_revoke_elevation(caller, id).await;
-        self.elevation_outcome(caller, "revoke", id, result).await
+        self.record_unrecorded(caller, "revoke", ("elevation", id), result)
+            .await
     }
 
     /// Attaches the elevation an `X-Partnerdb-Elevation` token carries to

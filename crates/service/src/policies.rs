@@ -348,13 +348,10 @@ impl Service {
         number: i64,
         body: &Json,
     ) -> Result<Json, ServiceError> {
-        match self.try_rollback_policy(caller, number, body).await {
-            Err(error @ (ServiceError::NotFound(_) | ServiceError::Conflict { .. })) => {
-                self.refuse_policy(caller, "rollback", &number.to_string(), error)
-                    .await
-            }
-            other => other,
-        }
+        let result = self.try_rollback_policy(caller, number, body).await;
+        let id = number.to_string();
+        self.record_unrecorded(caller, "rollback", ("policy", &id), result)
+            .await
     }
 
     async fn try_rollback_policy(
@@ -706,13 +703,10 @@ impl Service {
 
     /// Rejects a proposed version (`policy:apply`).
     pub async fn reject_policy(&self, caller: &Caller, number: i64) -> Result<Json, ServiceError> {
-        match self.try_reject_policy(caller, number).await {
-            Err(error @ (ServiceError::NotFound(_) | ServiceError::Conflict { .. })) => {
-                self.refuse_policy(caller, "reject", &number.to_string(), error)
-                    .await
-            }
-            other => other,
-        }
+        let result = self.try_reject_policy(caller, number).await;
+        let id = number.to_string();
+        self.record_unrecorded(caller, "reject", ("policy", &id), result)
+            .await
     }
 
     async fn try_reject_policy(&self, caller: &Caller, number: i64) -> Result<Json, ServiceError> {

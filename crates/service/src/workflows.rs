@@ -247,13 +247,9 @@ impl Service {
     /// Approves an onboarding (never by whoever triggered it): makes the
     /// partner's api_client principal and its credential.
     pub async fn approve_workflow(&self, caller: &Caller, id: &str) -> Result<Json, ServiceError> {
-        match self.try_approve_workflow(caller, id).await {
-            Err(error @ (ServiceError::NotFound(_) | ServiceError::Conflict { .. })) => {
-                self.refuse_plain(caller, "approve", ("workflow", id), error)
-                    .await
-            }
-            other => other,
-        }
+        let result = self.try_approve_workflow(caller, id).await;
+        self.record_unrecorded(caller, "approve", ("workflow", id), result)
+            .await
     }
 
     async fn try_approve_workflow(&self, caller: &Caller, id: &str) -> Result<Json, ServiceError> {
