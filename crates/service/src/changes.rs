@@ -130,16 +130,21 @@ fn rejection_reason(body: &Json) -> Result<String, ServiceError> {
 }
 
 impl Service {
-    /// Records a refusal: its specific event when there is one, else a
-    /// plain one (closed, stale, a field, a missing request).
-    async fn refuse_change<T>(
+    /// Passes an outcome on, recording a refusal: its specific event when
+    /// there is one, else a plain one (closed, stale, a field, a missing
+    /// request); bad input is not recorded.
+    async fn change_outcome<T>(
         &self,
         caller: &Caller,
         action: &str,
         on: (&str, &str),
-        error: ServiceError,
+        result: Result<T, ServiceError>,
         denied: Option<NewEvent>,
     ) -> Result<T, ServiceError> {
+        let error = match result {
+            Ok(done) => return Ok(done),
+            Err(error) => error,
+        };
         if denied.is_some() {
             return self.refuse(error, denied).await;
         }
@@ -187,16 +192,11 @@ impl Service {
         body: &Json,
     ) -> Result<Json, ServiceError> {
         let mut denied = None;
-        match self
+        let result = self
             .try_propose(caller, contract_id, body, &mut denied)
+            .await;
+        self.change_outcome(caller, "propose", ("contract", contract_id), result, denied)
             .await
-        {
-            Ok(view) => Ok(view),
-            Err(error) => {
-                self.refuse_change(caller, "propose", ("contract", contract_id), error, denied)
-                    .await
-            }
-        }
     }
 
     async fn try_propose(
@@ -486,13 +486,9 @@ impl Service {
     /// closes it, in one transaction with the event.
     pub async fn approve_change(&self, caller: &Caller, id: &str) -> Result<Json, ServiceError> {
         let mut denied = None;
-        match self.try_approve(caller, id, &mut denied).await {
-            Ok(view) => Ok(view),
-            Err(error) => {
-                self.refuse_change(caller, "approve", ("change_request", id), error, denied)
-                    .await
-            }
-        }
+        let result = self.try_approve(caller, id, &mut denied).await;
+        self.change_outcome(caller, "approve", ("change_request", id), result, denied)
+            .await
     }
 
     fn maker_checker(
@@ -664,13 +660,9 @@ impl Service {
         body: &Json,
     ) -> Result<Json, ServiceError> {
         let mut denied = None;
-        match self.try_reject(caller, id, body, &mut denied).await {
-            Ok(view) => Ok(view),
-            Err(error) => {
-                self.refuse_change(caller, "reject", ("change_request", id), error, denied)
-                    .await
-            }
-        }
+        let result = self.try_reject(caller, id, body, &mut denied).await;
+        self.change_outcome(caller, "reject", ("change_request", id), result, denied)
+            .await
     }
 
     async fn try_reject(
@@ -708,13 +700,9 @@ impl Service {
     /// Withdraws a pending request; only its author may.
     pub async fn withdraw_change(&self, caller: &Caller, id: &str) -> Result<Json, ServiceError> {
         let mut denied = None;
-        match self.try_withdraw(caller, id, &mut denied).await {
-            Ok(view) => Ok(view),
-            Err(error) => {
-                self.refuse_change(caller, "withdraw", ("change_request", id), error, denied)
-                    .await
-            }
-        }
+        let result = self.try_withdraw(caller, id, &mut denied).await;
+        self.change_outcome(caller, "withdraw", ("change_request", id), result, denied)
+            .await
     }
 
     async fn try_withdraw(
