@@ -28,6 +28,13 @@ fn ids(page: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn lists_page_through_everything_with_bound_cursors() {
+    fn region(i: usize) -> &'static str {
+        match i {
+            _ if i.is_multiple_of(5) => "emea",
+            _ if i.is_multiple_of(2) => "apac",
+            _ => "amer",
+        }
+    }
     for backend in BACKENDS {
         let Some(app) = spawn(backend).await else {
             continue;
@@ -43,9 +50,11 @@ async fn lists_page_through_everything_with_bound_cursors() {
                 pm.clone()
             };
             let p = app
-                .record("partners", json!({"name": format!("P{:02}", 22 - i), "region": if i % 2 == 0 { "apac" } else { "amer" }, "owner": owner, "status": if i % 4 == 0 { "active" } else { "prospect" }}))
+                .record("partners", json!({"name": format!("P{:02}", 22 - i), "region": region(i), "owner": owner, "status": if i % 4 == 0 { "active" } else { "prospect" }}))
                 .await;
-            if i % 3 != 0 {
+            // The manager reaches its own partners and those of its
+            // region: some partners by one way, some by both.
+            if i % 3 != 0 || region(i) == "emea" {
                 mine.push(p["id"].as_str().unwrap().to_owned());
             }
         }
@@ -81,6 +90,28 @@ async fn lists_page_through_everything_with_bound_cursors() {
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted, "{backend:?}: in name order");
+        // The same, newest name first.
+        let mut back = Vec::new();
+        let mut path = "/v1/partners?sort=-name&limit=4".to_owned();
+        loop {
+            let page = app.get(&path, &pm_token).await;
+            back.extend(
+                page.body["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["name"].as_str().unwrap().to_owned()),
+            );
+            match page.body["next_cursor"].as_str() {
+                Some(cursor) => path = format!("/v1/partners?sort=-name&limit=4&cursor={cursor}"),
+                None => break,
+            }
+        }
+        sorted.reverse();
+        assert_eq!(
+            back, sorted,
+            "{backend:?}: in reverse name order, each once"
+        );
 
         // A cursor only works for the list it was issued for.
         let cursor = first_cursor.unwrap();

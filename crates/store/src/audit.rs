@@ -74,7 +74,7 @@ pub async fn append(tx: &mut Tx, events: &[NewEvent]) -> Result<(i64, String), S
         tx.execute(&sql).await?;
     }
     let (mut seq, mut prev) = head_in(tx).await?;
-    for chunk in events.chunks(200) {
+    for chunk in events.chunks(rows_per_insert(tx)) {
         let mut sql = tx.sql();
         sql.push("INSERT INTO audit_events (")
             .push(COLUMNS)
@@ -133,6 +133,16 @@ pub async fn append(tx: &mut Tx, events: &[NewEvent]) -> Result<(i64, String), S
     Ok((seq, prev))
 }
 
+/// Rows per `INSERT`: PostgreSQL pays a round trip per statement, so many;
+/// SQLite runs statements in place, and one prepared single-row statement
+/// run again is cheaper than preparing multi-row ones of every length.
+fn rows_per_insert(tx: &Tx) -> usize {
+    match tx.dialect() {
+        Dialect::Sqlite => 1,
+        Dialect::Postgres => 200,
+    }
+}
+
 /// Adds events to the usage counters: per principal (allows and denies),
 /// and per role and grant that matched an allow.
 async fn count_usage(tx: &mut Tx, events: &[NewEvent]) -> Result<(), StoreError> {
@@ -172,7 +182,7 @@ async fn count_usage(tx: &mut Tx, events: &[NewEvent]) -> Result<(), StoreError>
     // One multi-row upsert per chunk: the keys are distinct (a map), so no
     // statement touches a row twice.
     let deltas: Vec<_> = deltas.into_iter().collect();
-    for chunk in deltas.chunks(200) {
+    for chunk in deltas.chunks(rows_per_insert(tx)) {
         let mut sql = tx.sql();
         sql.push("INSERT INTO usage_counters (kind, name, allows, denies, last_at) VALUES ");
         for (i, ((kind, name), (allows, denies, last))) in chunk.iter().enumerate() {
@@ -237,7 +247,7 @@ pub async fn events_after(
         .push(" ORDER BY seq LIMIT ")
         .bind(limit as i64);
     Ok(db
-        .fetch_all(&sql)
+        .fetch_all_offloaded(sql)
         .await?
         .into_iter()
         .map(stored_from_row)
@@ -268,7 +278,7 @@ pub async fn events_between(
         .push(" AND seq <= ")
         .bind(through)
         .push(" ORDER BY seq");
-    let rows = db.fetch_all(&sql).await?;
+    let rows = db.fetch_all_offloaded(sql).await?;
     let mut out = Vec::with_capacity(rows.len());
     for mut row in rows {
         let seq = row.int(0);
@@ -391,7 +401,7 @@ pub async fn list(
     }
     sql.push(" ORDER BY seq DESC LIMIT ").bind(limit as i64);
     Ok(db
-        .fetch_all(&sql)
+        .fetch_all_offloaded(sql)
         .await?
         .into_iter()
         .map(stored_from_row)
@@ -469,7 +479,7 @@ pub async fn details_since(
     }
     sql.push(" ORDER BY seq DESC LIMIT ").bind(limit as i64);
     Ok(db
-        .fetch_all(&sql)
+        .fetch_all_offloaded(sql)
         .await?
         .into_iter()
         .map(|mut row| (row.int(0), row.take_text(1), row.take_text(2)))

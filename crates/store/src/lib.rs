@@ -19,6 +19,7 @@ pub mod principals;
 pub mod records;
 pub mod schema;
 pub mod sql;
+mod sqlite;
 pub mod workflows;
 
 pub use sql::{Db, DbOptions, Dialect, Row, Sql, Tx, Value};
@@ -38,6 +39,13 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// The embedded database failed.
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
+    /// A statement's thread stopped before it answered (the runtime is
+    /// shutting down).
+    #[error("database call interrupted: {0}")]
+    Interrupted(String),
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
@@ -53,6 +61,22 @@ impl From<sqlx::Error> for StoreError {
             }
         }
         StoreError::Database(error)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        use rusqlite::ffi;
+        if let rusqlite::Error::SqliteFailure(failure, _) = &error {
+            match failure.extended_code {
+                ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                    return StoreError::Conflict;
+                }
+                ffi::SQLITE_CONSTRAINT_FOREIGNKEY => return StoreError::Reference,
+                _ => {}
+            }
+        }
+        StoreError::Sqlite(error)
     }
 }
 

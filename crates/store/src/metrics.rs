@@ -35,7 +35,7 @@ pub async fn transaction_sums(db: &Db, from: &str, to: &str) -> Result<Vec<Sums>
     .push(" AND occurred_at < ")
     .bind(to)
     .push(" GROUP BY 1, 2, 3, 4");
-    sums(db, &sql).await
+    sums(db, sql).await
 }
 
 /// Contracts per cell (by start month): count and value.
@@ -49,12 +49,12 @@ pub async fn contract_sums(db: &Db, from: &str, to: &str) -> Result<Vec<Sums>, S
     .push(" AND start_date < ")
     .bind(&to[..to.len().min(10)])
     .push(" GROUP BY 1, 2, 3, 4");
-    sums(db, &sql).await
+    sums(db, sql).await
 }
 
-async fn sums(db: &Db, sql: &crate::Sql) -> Result<Vec<Sums>, StoreError> {
+async fn sums(db: &Db, sql: crate::Sql) -> Result<Vec<Sums>, StoreError> {
     Ok(db
-        .fetch_all(sql)
+        .fetch_all_offloaded(sql)
         .await?
         .into_iter()
         .map(|row| Sums {
@@ -85,7 +85,7 @@ pub async fn cell_partners(
         .push(" AND start_date < ")
         .bind(&to[..to.len().min(10)]);
     Ok(db
-        .fetch_all(&sql)
+        .fetch_all_offloaded(sql)
         .await?
         .into_iter()
         .map(|row| (row.text(0), row.text(1), row.text(2), row.text(3)))

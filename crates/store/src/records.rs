@@ -6,9 +6,9 @@
 
 use partnerdb_policy::{Attributes, ResourceType, RowFilter};
 
-use crate::StoreError;
 use crate::schema::{Column, Table};
 use crate::sql::{Db, Row, Sql, Tx, Value};
+use crate::{Dialect, StoreError};
 
 /// A record as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,14 +77,6 @@ fn select_list(sql: &mut Sql, table: &Table) {
         sql.push(", NULL AS p_region, NULL AS p_tier");
     }
     sql.push(" FROM ").push(table.name);
-}
-
-/// The select list's column names, for wrapping a page query.
-fn column_names(table: &Table) -> String {
-    let mut names = vec!["id", "partner_id", "owner", "version"];
-    names.extend(table.columns.iter().map(|c| c.name));
-    names.extend(["p_region", "p_tier"]);
-    names.join(", ")
 }
 
 fn from_row(kind: ResourceType, table: &Table, row: Row) -> Record {
@@ -317,25 +309,45 @@ fn push_order(sql: &mut Sql, query: &ListQuery<'_>) {
 /// Lists records: the page (at most `limit` rows) and whether more follow.
 ///
 /// A scope with several ways to reach rows (`owner = a OR region = b`) is
-/// queried as a union of one ordered, limited branch per way, so that each
-/// branch follows its own index and the cost follows the page, not the
-/// number of rows the principal could reach.
+/// queried as one ordered, limited branch per way, so that each branch
+/// follows its own index and the cost follows the page, not the number of
+/// rows the principal could reach. PostgreSQL merges the branches in one
+/// `UNION`; on SQLite, whose `UNION` compares whole rows in a temporary
+/// b-tree (several times the cost of the branches), the branches are read
+/// in one snapshot and merged here.
 pub async fn list(db: &Db, query: &ListQuery<'_>) -> Result<(Vec<Record>, bool), StoreError> {
     let table = table(query.kind);
-    let mut sql = db.sql();
-    // SQLite hands rows over one by one from its worker thread; a page
-    // comes back as one JSON array instead, which is several times cheaper.
-    let aggregate = db.dialect() == crate::Dialect::Sqlite;
-    if aggregate {
-        sql.push("SELECT json_group_array(json_array(")
-            .push(&column_names(&table))
-            .push(")) FROM (");
-    }
-    match scope_equalities(&table, query.scope) {
-        None => push_branch(&mut sql, &table, &[], query),
+    let branches = match scope_equalities(&table, query.scope) {
+        None => vec![Vec::new()],
         Some(branches) if branches.is_empty() => return Ok((Vec::new(), false)),
-        Some(branches) if branches.len() == 1 => push_branch(&mut sql, &table, &branches[0], query),
-        Some(branches) => {
+        Some(branches) => branches,
+    };
+    let mut records: Vec<Record> = if branches.len() > 1 && db.dialect() == Dialect::Sqlite {
+        let statements: Vec<Sql> = branches
+            .iter()
+            .map(|equalities| {
+                let mut sql = db.sql();
+                push_branch(&mut sql, &table, equalities, query);
+                sql
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut merged: Vec<Record> = db
+            .fetch_all_snapshot(&statements)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(|row| from_row(query.kind, &table, row))
+            .filter(|record| seen.insert(record.id.clone()))
+            .collect();
+        sort_page(&mut merged, query.sort);
+        merged.truncate(query.limit + 1);
+        merged
+    } else {
+        let mut sql = db.sql();
+        if let [equalities] = branches.as_slice() {
+            push_branch(&mut sql, &table, equalities, query);
+        } else {
             sql.push("SELECT * FROM (");
             for (i, equalities) in branches.iter().enumerate() {
                 if i > 0 {
@@ -348,63 +360,32 @@ pub async fn list(db: &Db, query: &ListQuery<'_>) -> Result<(Vec<Record>, bool),
             sql.push(") AS u");
             push_order(&mut sql, query);
         }
-    }
-    let rows: Vec<Row> = if aggregate {
-        sql.push(") AS page");
-        let text = db
-            .fetch_optional(&sql)
+        db.fetch_all(&sql)
             .await?
-            .map(|r| r.text(0))
-            .unwrap_or_default();
-        rows_from_json(&text)?
-    } else {
-        db.fetch_all(&sql).await?
+            .into_iter()
+            .map(|row| from_row(query.kind, &table, row))
+            .collect()
     };
-    let mut records: Vec<Record> = rows
-        .into_iter()
-        .map(|row| from_row(query.kind, &table, row))
-        .collect();
-    if aggregate {
-        // The aggregate keeps the page's rows but not necessarily its order.
-        sort_page(&mut records, query.sort);
-    }
     let more = records.len() > query.limit;
     records.truncate(query.limit);
     Ok((records, more))
 }
 
-/// Rows from a JSON array of arrays (numbers, strings and nulls).
-fn rows_from_json(text: &str) -> Result<Vec<Row>, StoreError> {
-    if text.is_empty() {
-        return Ok(Vec::new());
-    }
-    let parsed: Vec<Vec<serde_json::Value>> = serde_json::from_str(text)
-        .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?;
-    Ok(parsed
-        .into_iter()
-        .map(|values| {
-            Row(values
-                .into_iter()
-                .map(|v| match v {
-                    serde_json::Value::Number(n) => n.as_i64().map_or(Value::Null, Value::Int),
-                    serde_json::Value::String(s) => Value::Text(s),
-                    _ => Value::Null,
-                })
-                .collect())
-        })
-        .collect())
-}
-
+/// Orders merged branches as the database would: by the sort column, then
+/// id (NULL first, text by bytes as SQLite's BINARY collation).
 fn sort_page(records: &mut [Record], sort: Sort) {
+    fn key(r: &Record, sort: Sort) -> Option<&Value> {
+        if sort.column == "id" {
+            None
+        } else {
+            r.value(sort.column)
+        }
+    }
     records.sort_by(|a, b| {
-        let key = |r: &Record| -> Value {
-            if sort.column == "id" {
-                Value::Null
-            } else {
-                r.value(sort.column).cloned().unwrap_or(Value::Null)
-            }
-        };
-        let order = key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id));
+        let order = key(a, sort)
+            .unwrap_or(&Value::Null)
+            .cmp(key(b, sort).unwrap_or(&Value::Null))
+            .then_with(|| a.id.cmp(&b.id));
         if sort.descending {
             order.reverse()
         } else {

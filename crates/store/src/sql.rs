@@ -12,13 +12,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
+use std::sync::Arc;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 
 use crate::StoreError;
+use crate::sqlite::{Sqlite, SqliteTx};
 
 /// A value bound to or read from a statement.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -183,7 +183,7 @@ impl Sql {
     }
 }
 
-/// Binds a statement's values to a sqlx query (either database).
+/// Binds a statement's values to a sqlx query.
 macro_rules! bind_all {
     ($sql:expr) => {{
         let mut query = sqlx::query(AssertSqlSafe($sql.text()));
@@ -209,30 +209,6 @@ macro_rules! fetch_rows {
     }};
 }
 
-fn decode_sqlite(row: &SqliteRow) -> Result<Row, sqlx::Error> {
-    let mut out = Vec::with_capacity(row.len());
-    for i in 0..row.len() {
-        let raw = row.try_get_raw(i)?;
-        if raw.is_null() {
-            out.push(Value::Null);
-            continue;
-        }
-        let type_name = raw.type_info();
-        let type_name = type_name.name();
-        let is = |name: &str| type_name.eq_ignore_ascii_case(name);
-        out.push(
-            if is("INTEGER") || is("BIGINT") || is("INT") || is("BOOLEAN") {
-                Value::Int(row.try_get::<i64, _>(i)?)
-            } else if is("REAL") {
-                Value::Int(row.try_get::<f64, _>(i)? as i64)
-            } else {
-                Value::Text(row.try_get::<String, _>(i)?)
-            },
-        );
-    }
-    Ok(Row(out))
-}
-
 fn decode_postgres(row: &PgRow) -> Result<Row, sqlx::Error> {
     let mut out = Vec::with_capacity(row.len());
     for (i, column) in row.columns().iter().enumerate() {
@@ -255,16 +231,8 @@ fn decode_postgres(row: &PgRow) -> Result<Row, sqlx::Error> {
 /// Where the data lives.
 #[derive(Clone, Debug)]
 enum Pools {
-    Sqlite {
-        /// Many readers.
-        read: SqlitePool,
-        /// One writer: SQLite allows one write transaction at a time, so
-        /// writes queue here instead of failing with "database is locked".
-        write: SqlitePool,
-        /// One connection, opened on first use, that copies the WAL back
-        /// into the database beside the writer (so commits rarely do).
-        checkpoint: SqlitePool,
-    },
+    /// Embedded SQLite, called in place (see [`crate::sqlite`]).
+    Sqlite(Arc<Sqlite>),
     Postgres(PgPool),
 }
 
@@ -310,40 +278,10 @@ impl Db {
         ))
     }
 
-    async fn open_sqlite(path: &str, options: &DbOptions) -> Result<Db, StoreError> {
-        let connect = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("temp_store", "memory");
-        // The one writer keeps a larger page cache (32 MiB): the audit
-        // trail's indexes are written with every batch.
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(
-                connect
-                    .clone()
-                    .pragma("cache_size", "-32768")
-                    .pragma("wal_autocheckpoint", "16384")
-                    .pragma("journal_size_limit", "67108864"),
-            )
-            .await?;
-        let checkpoint = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_lazy_with(connect.clone());
-        let read = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            .connect_with(connect.read_only(true))
-            .await?;
+    async fn open_sqlite(path: &str, _options: &DbOptions) -> Result<Db, StoreError> {
+        let sqlite = Sqlite::open(path)?;
         Ok(Db {
-            pools: Pools::Sqlite {
-                read,
-                write,
-                checkpoint,
-            },
+            pools: Pools::Sqlite(Arc::new(sqlite)),
         })
     }
 
@@ -367,14 +305,14 @@ impl Db {
     pub(crate) fn postgres_pool(&self) -> Option<&PgPool> {
         match &self.pools {
             Pools::Postgres(pool) => Some(pool),
-            Pools::Sqlite { .. } => None,
+            Pools::Sqlite(_) => None,
         }
     }
 
     /// The dialect statements for this database are written in.
     pub fn dialect(&self) -> Dialect {
         match self.pools {
-            Pools::Sqlite { .. } => Dialect::Sqlite,
+            Pools::Sqlite(_) => Dialect::Sqlite,
             Pools::Postgres(_) => Dialect::Postgres,
         }
     }
@@ -388,7 +326,24 @@ impl Db {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let migrator = sqlx::migrate!("./migrations");
         match &self.pools {
-            Pools::Sqlite { write, .. } => migrator.run(write).await?,
+            Pools::Sqlite(sqlite) => {
+                // sqlx's migrator keeps its bookkeeping table, which the
+                // databases made so far carry; it gets a connection of its
+                // own for the run.
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(
+                        SqliteConnectOptions::new()
+                            .filename(sqlite.path())
+                            .journal_mode(SqliteJournalMode::Wal)
+                            .foreign_keys(true)
+                            .busy_timeout(Duration::from_secs(10)),
+                    )
+                    .await?;
+                let run = migrator.run(&pool).await;
+                pool.close().await;
+                run?
+            }
             Pools::Postgres(pool) => migrator.run(pool).await?,
         }
         Ok(())
@@ -397,9 +352,41 @@ impl Db {
     /// Reads rows outside any write transaction.
     pub async fn fetch_all(&self, sql: &Sql) -> Result<Vec<Row>, StoreError> {
         Ok(match &self.pools {
-            Pools::Sqlite { read, .. } => fetch_rows!(sql, read, decode_sqlite),
+            Pools::Sqlite(sqlite) => sqlite.fetch_all(sql)?,
             Pools::Postgres(pool) => fetch_rows!(sql, pool, decode_postgres),
         })
+    }
+
+    /// Runs several reads on one snapshot of the database (no write lands
+    /// between them); their rows, statement by statement.
+    pub async fn fetch_all_snapshot(
+        &self,
+        statements: &[Sql],
+    ) -> Result<Vec<Vec<Row>>, StoreError> {
+        match &self.pools {
+            Pools::Sqlite(sqlite) => sqlite.fetch_all_snapshot(statements),
+            Pools::Postgres(pool) => {
+                let mut tx = pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?;
+                let mut out = Vec::with_capacity(statements.len());
+                for sql in statements {
+                    out.push(fetch_rows!(sql, &mut *tx, decode_postgres));
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Reads rows, for a long read: on SQLite on a blocking thread, so that
+    /// the caller's worker serves others meanwhile and several such reads
+    /// run at once.
+    pub async fn fetch_all_offloaded(&self, sql: Sql) -> Result<Vec<Row>, StoreError> {
+        match &self.pools {
+            Pools::Sqlite(sqlite) => sqlite.fetch_all_offloaded(sql).await,
+            Pools::Postgres(_) => self.fetch_all(&sql).await,
+        }
     }
 
     /// Reads at most one row outside any write transaction.
@@ -411,9 +398,7 @@ impl Db {
     /// writer connection).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(Tx(match &self.pools {
-            Pools::Sqlite { write, .. } => {
-                TxInner::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?)
-            }
+            Pools::Sqlite(sqlite) => TxInner::Sqlite(sqlite.begin().await?),
             Pools::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
         }))
     }
@@ -422,10 +407,8 @@ impl Db {
     /// without waiting for readers or the writer (a passive checkpoint), so
     /// that commits seldom carry one. PostgreSQL: nothing to do.
     pub async fn checkpoint_wal(&self) -> Result<(), StoreError> {
-        if let Pools::Sqlite { checkpoint, .. } = &self.pools {
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(checkpoint)
-                .await?;
+        if let Pools::Sqlite(sqlite) = &self.pools {
+            sqlite.checkpoint_wal().await?;
         }
         Ok(())
     }
@@ -443,22 +426,14 @@ impl Db {
     /// Closes every connection.
     pub async fn close(&self) {
         match &self.pools {
-            Pools::Sqlite {
-                read,
-                write,
-                checkpoint,
-            } => {
-                read.close().await;
-                write.close().await;
-                checkpoint.close().await;
-            }
+            Pools::Sqlite(sqlite) => sqlite.close(),
             Pools::Postgres(pool) => pool.close().await,
         }
     }
 }
 
 enum TxInner {
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Sqlite(SqliteTx),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
@@ -489,7 +464,7 @@ impl Tx {
     /// Reads rows.
     pub async fn fetch_all(&mut self, sql: &Sql) -> Result<Vec<Row>, StoreError> {
         Ok(match &mut self.0 {
-            TxInner::Sqlite(tx) => fetch_rows!(sql, &mut **tx, decode_sqlite),
+            TxInner::Sqlite(tx) => tx.fetch_all(sql)?,
             TxInner::Postgres(tx) => fetch_rows!(sql, &mut **tx, decode_postgres),
         })
     }
@@ -502,7 +477,7 @@ impl Tx {
     /// Runs a statement; returns the number of rows it changed.
     pub async fn execute(&mut self, sql: &Sql) -> Result<u64, StoreError> {
         Ok(match &mut self.0 {
-            TxInner::Sqlite(tx) => bind_all!(sql).execute(&mut **tx).await?.rows_affected(),
+            TxInner::Sqlite(tx) => tx.execute(sql)?,
             TxInner::Postgres(tx) => bind_all!(sql).execute(&mut **tx).await?.rows_affected(),
         })
     }
