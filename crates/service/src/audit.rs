@@ -41,6 +41,11 @@ pub struct AuditConfig {
     pub checkpoint_interval: Duration,
     /// Most events in one group commit.
     pub max_batch: usize,
+    /// Benchmark builds only (feature `bench-bare`): read and deny events
+    /// are not written, so that the load benchmark can measure what the
+    /// trail costs in the same build. Never in a build that serves data.
+    #[cfg(feature = "bench-bare")]
+    pub bench_unaudited: bool,
 }
 
 impl Default for AuditConfig {
@@ -50,6 +55,8 @@ impl Default for AuditConfig {
             checkpoint_every: 10_000,
             checkpoint_interval: Duration::from_secs(10),
             max_batch: 4096,
+            #[cfg(feature = "bench-bare")]
+            bench_unaudited: false,
         }
     }
 }
@@ -60,6 +67,8 @@ type Ack = oneshot::Sender<Result<(), String>>;
 #[derive(Debug, Clone)]
 pub struct AuditWriter {
     queue: mpsc::Sender<(NewEvent, Ack)>,
+    #[cfg(feature = "bench-bare")]
+    pub(crate) bench_unaudited: bool,
 }
 
 impl AuditWriter {
@@ -69,9 +78,18 @@ impl AuditWriter {
         tokio::spawn(async move {
             while let Some(first) = incoming.recv().await {
                 let mut batch = vec![first];
+                // Take what is queued; then let the requests running now
+                // queue theirs (a yield or two) before committing, as long
+                // as that brings more: fewer, larger commits write fewer
+                // WAL pages and syncs per event.
+                let mut yields = 0;
                 while batch.len() < max_batch {
                     match incoming.try_recv() {
                         Ok(next) => batch.push(next),
+                        Err(_) if yields < 2 => {
+                            yields += 1;
+                            tokio::task::yield_now().await;
+                        }
                         Err(_) => break,
                     }
                 }
@@ -85,11 +103,20 @@ impl AuditWriter {
                 }
             }
         });
-        AuditWriter { queue }
+        AuditWriter {
+            queue,
+            #[cfg(feature = "bench-bare")]
+            bench_unaudited: false,
+        }
     }
 
     /// Queues an event and waits until it is committed.
     pub async fn write(&self, event: NewEvent) -> Result<(), ServiceError> {
+        #[cfg(feature = "bench-bare")]
+        if self.bench_unaudited {
+            drop(event);
+            return Ok(());
+        }
         let (ack, done) = oneshot::channel();
         self.queue
             .send((event, ack))

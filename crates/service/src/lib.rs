@@ -223,8 +223,14 @@ impl Service {
                 clock.clone(),
             ));
         }
+        #[allow(unused_mut)]
+        let mut writer = audit::AuditWriter::start(db.clone(), config.max_batch);
+        #[cfg(feature = "bench-bare")]
+        {
+            writer.bench_unaudited = config.bench_unaudited;
+        }
         Ok(Service {
-            audit: audit::AuditWriter::start(db.clone(), config.max_batch),
+            audit: writer,
             db,
             policy: ArcSwap::from_pointee(ActivePolicy {
                 compiled: Arc::new(policy),

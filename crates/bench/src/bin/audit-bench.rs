@@ -22,6 +22,10 @@ use partnerdb_service::audit::{AuditWriter, verify};
 use partnerdb_store::audit::{self as store, NewEvent};
 use partnerdb_store::{Db, DbOptions};
 
+/// The allocator the server runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     command: String,
     url: String,

@@ -174,8 +174,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         key: Some(Arc::new(key)),
         checkpoint_every: args.checkpoint_every.max(1),
         checkpoint_interval: std::time::Duration::from_secs(args.checkpoint_seconds.max(1)),
+        // The load benchmark's "without the trail" figures, in the same
+        // build: only a benchmark build reads this variable.
+        #[cfg(feature = "bench-bare")]
+        bench_unaudited: std::env::var("PARTNERDB_BENCH_UNAUDITED").is_ok_and(|v| v == "1"),
         ..partnerdb_service::audit::AuditConfig::default()
     };
+    #[cfg(feature = "bench-bare")]
+    if config.bench_unaudited {
+        tracing::warn!("PARTNERDB_BENCH_UNAUDITED=1: read and deny events are NOT written; benchmarks only");
+    }
     let service = match Service::open(db, clock, config).await {
         Ok(service) => service,
         Err(OpenError::NotInitialised) => bail!(
