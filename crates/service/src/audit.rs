@@ -82,11 +82,16 @@ impl AuditWriter {
                 // queue theirs (a yield or two) before committing, as long
                 // as that brings more: fewer, larger commits write fewer
                 // WAL pages and syncs per event.
+                let mut idle_yields = 0;
                 let mut yields = 0;
                 while batch.len() < max_batch {
                     match incoming.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) if yields < 2 => {
+                        Ok(next) => {
+                            batch.push(next);
+                            idle_yields = 0;
+                        }
+                        Err(_) if idle_yields < 2 && yields < 8 => {
+                            idle_yields += 1;
                             yields += 1;
                             tokio::task::yield_now().await;
                         }

@@ -10,9 +10,10 @@
 //!   back, without an `.await`;
 //! - writes hold the one writer connection (an async mutex, so that
 //!   transactions queue instead of failing with "database is locked") from
-//!   `BEGIN IMMEDIATE` to the end, and run their statements in place; only
-//!   `COMMIT`, which waits for the disk (`synchronous=FULL`), moves to a
-//!   blocking thread so that the caller's worker serves others meanwhile;
+//!   `BEGIN IMMEDIATE` to the end, and run their statements in place,
+//!   `COMMIT` (which waits for the disk, `synchronous=FULL`) included:
+//!   commits are serial anyway, and handing them to a blocking thread and
+//!   back measured no faster;
 //! - reads known to be long (a slice of the trail, an export) can ask for a
 //!   blocking thread of their own ([`Sqlite::fetch_all_offloaded`]).
 //!
@@ -255,21 +256,16 @@ impl SqliteTx {
         Ok(conn.changes())
     }
 
-    /// Commits on a blocking thread (the commit waits for the disk).
+    /// Commits (waiting for the disk).
     pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
         let Some(conn) = self.conn.take() else {
             return Err(StoreError::Interrupted("the transaction has ended".into()));
         };
-        tokio::task::spawn_blocking(move || {
-            let committed = conn.execute_batch("COMMIT");
-            if committed.is_err() && !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            committed
-        })
-        .await
-        .map_err(|e| StoreError::Interrupted(e.to_string()))??;
-        Ok(())
+        let committed = conn.execute_batch("COMMIT");
+        if committed.is_err() && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        Ok(committed?)
     }
 }
 
