@@ -451,9 +451,7 @@ fn record_routes(kind: ResourceType) -> (MethodRouter<AppState>, MethodRouter<Ap
                     .service
                     .list_records(&caller, kind, &params, None)
                     .await?;
-                Ok::<_, Problem>(Json(
-                    json!({"items": page.items, "next_cursor": page.next_cursor}),
-                ))
+                Ok::<_, Problem>(Json(page))
             },
         )
         .post(
@@ -509,9 +507,7 @@ fn nested_routes(kind: ResourceType) -> MethodRouter<AppState> {
                 .service
                 .list_records(&caller, kind, &params, Some(&partner))
                 .await?;
-            Ok::<_, Problem>(Json(
-                json!({"items": page.items, "next_cursor": page.next_cursor}),
-            ))
+            Ok::<_, Problem>(Json(page))
         },
     )
     .post(

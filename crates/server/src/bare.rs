@@ -8,9 +8,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use partnerdb_policy::{FieldClass, FieldSet, GrantRef, ResourceType, RowCondition, RowFilter};
-use partnerdb_service::records::render;
+use partnerdb_service::records::{Page, Visible, render};
 use partnerdb_store::records::{self, ListQuery, Sort};
-use serde_json::json;
 
 use crate::AppState;
 use crate::api::plural;
@@ -64,7 +63,7 @@ async fn one(
     )))
 }
 
-async fn page(state: AppState, kind: ResourceType) -> Result<Json<serde_json::Value>, Problem> {
+async fn page(state: AppState, kind: ResourceType) -> Result<Json<Page>, Problem> {
     let scope = everything();
     let (rows, _) = records::list(
         state.service.db(),
@@ -83,6 +82,9 @@ async fn page(state: AppState, kind: ResourceType) -> Result<Json<serde_json::Va
     .await
     .map_err(partnerdb_service::ServiceError::from)?;
     let all = FieldSet::from_iter(FieldClass::ALL.iter().copied());
-    let items: Vec<_> = rows.iter().map(|r| render(r, all)).collect();
-    Ok(Json(json!({"items": items, "next_cursor": null})))
+    let items: Vec<_> = rows.into_iter().map(|r| Visible::new(r, all)).collect();
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
 }

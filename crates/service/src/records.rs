@@ -30,13 +30,75 @@ pub struct RecordView {
     pub etag: String,
 }
 
-/// One page of a list.
-#[derive(Clone, Debug, PartialEq)]
+/// One page of a list, serialized as `{"items": […], "next_cursor": …}`.
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Page {
     /// The records, each with the fields the caller may see on it.
-    pub items: Vec<Json>,
+    pub items: Vec<Visible>,
     /// Where the next page starts, if there is one.
     pub next_cursor: Option<String>,
+}
+
+/// A record with the fields its reader may see: serialized straight from
+/// the row, as [`render`] would build it (the same keys, in the same
+/// sorted order), without building the JSON object first.
+#[derive(Clone, Debug)]
+pub struct Visible {
+    record: Record,
+    fields: FieldSet,
+}
+
+impl Visible {
+    /// `record` showing only the fields in `fields`.
+    pub fn new(record: Record, fields: FieldSet) -> Visible {
+        Visible { record, fields }
+    }
+}
+
+impl serde::Serialize for Visible {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let record = &self.record;
+        let table = record.table();
+        let mut entries: Vec<(&str, FieldValue<'_>)> = Vec::with_capacity(table.columns.len() + 3);
+        entries.push(("id", FieldValue::Text(Some(&record.id))));
+        entries.push(("partner_id", FieldValue::Text(Some(&record.partner_id))));
+        entries.push(("owner", FieldValue::Text(record.owner.as_deref())));
+        for (column, value) in table.columns.iter().zip(&record.values) {
+            if self.fields.contains(column.class) {
+                entries.push((column.name, FieldValue::Column(column, value)));
+            }
+        }
+        entries.sort_unstable_by_key(|(name, _)| *name);
+        let mut map = serializer.serialize_map(Some(entries.len()))?;
+        for (name, value) in &entries {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+/// One value of a [`Visible`] record.
+enum FieldValue<'a> {
+    Text(Option<&'a str>),
+    Column(&'a Column, &'a Value),
+}
+
+impl serde::Serialize for FieldValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FieldValue::Text(Some(text)) => serializer.serialize_str(text),
+            FieldValue::Text(None) => serializer.serialize_none(),
+            FieldValue::Column(column, value) => match (column.kind, value) {
+                (_, Value::Null | Value::NullInt) => serializer.serialize_none(),
+                (Kind::Rate, Value::Int(ppm)) => {
+                    serializer.serialize_str(&crate::codec::format_rate(*ppm))
+                }
+                (_, Value::Int(n)) => serializer.serialize_i64(*n),
+                (_, Value::Text(text)) => serializer.serialize_str(text),
+            },
+        }
+    }
 }
 
 /// An `Idempotency-Key` and the request it came with.
@@ -1009,30 +1071,6 @@ impl Service {
             },
         )
         .await?;
-        let mut items = Vec::with_capacity(rows.len());
-        for record in &rows {
-            let decision = decide(caller, Action::Read, record);
-            // The SQL scope and the decision agree; a row they disagree on
-            // is left out rather than shown.
-            if decision.allowed {
-                items.push(render(record, decision.fields));
-            }
-        }
-        let mut allowed = service_refusal();
-        allowed.allowed = true;
-        for condition in &scope.conditions {
-            if !allowed.matched.contains(&condition.grant) {
-                allowed.matched.push(condition.grant);
-            }
-        }
-        let event = self.list_event(
-            caller,
-            kind,
-            &allowed,
-            None,
-            json!({"list": {"filters": parsed.canonical, "partner": route_partner, "returned": items.len()}}),
-        );
-        self.record(event).await?;
         let next_cursor = match rows.last() {
             Some(last) if more => {
                 let value = if parsed.sort.column == "id" {
@@ -1052,6 +1090,33 @@ impl Service {
             }
             _ => None,
         };
+        let mut items = Vec::with_capacity(rows.len());
+        for record in rows {
+            let decision = decide(caller, Action::Read, &record);
+            // The SQL scope and the decision agree; a row they disagree on
+            // is left out rather than shown.
+            if decision.allowed {
+                items.push(Visible {
+                    record,
+                    fields: decision.fields,
+                });
+            }
+        }
+        let mut allowed = service_refusal();
+        allowed.allowed = true;
+        for condition in &scope.conditions {
+            if !allowed.matched.contains(&condition.grant) {
+                allowed.matched.push(condition.grant);
+            }
+        }
+        let event = self.list_event(
+            caller,
+            kind,
+            &allowed,
+            None,
+            json!({"list": {"filters": parsed.canonical, "partner": route_partner, "returned": items.len()}}),
+        );
+        self.record(event).await?;
         Ok(Page { items, next_cursor })
     }
 }

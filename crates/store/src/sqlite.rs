@@ -307,12 +307,12 @@ fn query(conn: &Connection, sql: &Sql) -> rusqlite::Result<Vec<Row>> {
                 ValueRef::Null => Value::Null,
                 ValueRef::Integer(n) => Value::Int(n),
                 ValueRef::Real(f) => Value::Int(f as i64),
-                ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Value::Text(
-                    std::str::from_utf8(bytes).map_or_else(
+                ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+                    Value::Text(std::str::from_utf8(bytes).map_or_else(
                         |_| String::from_utf8_lossy(bytes).into_owned(),
                         str::to_owned,
-                    ),
-                ),
+                    ))
+                }
             });
         }
         out.push(Row(values));

@@ -182,7 +182,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     #[cfg(feature = "bench-bare")]
     if config.bench_unaudited {
-        tracing::warn!("PARTNERDB_BENCH_UNAUDITED=1: read and deny events are NOT written; benchmarks only");
+        tracing::warn!(
+            "PARTNERDB_BENCH_UNAUDITED=1: read and deny events are NOT written; benchmarks only"
+        );
     }
     let service = match Service::open(db, clock, config).await {
         Ok(service) => service,
