@@ -471,6 +471,20 @@ impl Service {
         self.audit_writer().write(event).await
     }
 
+    /// [`Service::record`] of the event `build` makes. A benchmark build
+    /// told to write no read events builds none either, so that its
+    /// figures without the trail carry none of the trail's cost.
+    pub(crate) async fn record_with(
+        &self,
+        build: impl FnOnce() -> NewEvent,
+    ) -> Result<(), ServiceError> {
+        #[cfg(feature = "bench-bare")]
+        if self.audit_writer().bench_unaudited {
+            return Ok(());
+        }
+        self.record(build()).await
+    }
+
     /// Appends a change's event in the change's own transaction.
     pub async fn append_in(&self, tx: &mut Tx, event: NewEvent) -> Result<(), ServiceError> {
         store::append(tx, std::slice::from_ref(&event))

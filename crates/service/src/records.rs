@@ -59,44 +59,85 @@ impl serde::Serialize for Visible {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let record = &self.record;
-        let table = record.table();
-        let mut entries: Vec<(&str, FieldValue<'_>)> = Vec::with_capacity(table.columns.len() + 3);
-        entries.push(("id", FieldValue::Text(Some(&record.id))));
-        entries.push(("partner_id", FieldValue::Text(Some(&record.partner_id))));
-        entries.push(("owner", FieldValue::Text(record.owner.as_deref())));
-        for (column, value) in table.columns.iter().zip(&record.values) {
-            if self.fields.contains(column.class) {
-                entries.push((column.name, FieldValue::Column(column, value)));
+        let columns = record.table().columns;
+        let visible = |key: &Key| match key {
+            Key::Column(i) => columns
+                .get(*i)
+                .is_some_and(|c| self.fields.contains(c.class)),
+            _ => true,
+        };
+        let order = key_order(record.kind);
+        let mut map =
+            serializer.serialize_map(Some(order.iter().filter(|k| visible(k)).count()))?;
+        for key in order.iter().filter(|k| visible(k)) {
+            match key {
+                Key::Id => map.serialize_entry("id", &record.id)?,
+                Key::PartnerId => map.serialize_entry("partner_id", &record.partner_id)?,
+                Key::Owner => map.serialize_entry("owner", &record.owner)?,
+                Key::Column(i) => {
+                    if let (Some(column), Some(value)) = (columns.get(*i), record.values.get(*i)) {
+                        map.serialize_entry(column.name, &FieldValue(column, value))?;
+                    }
+                }
             }
-        }
-        entries.sort_unstable_by_key(|(name, _)| *name);
-        let mut map = serializer.serialize_map(Some(entries.len()))?;
-        for (name, value) in &entries {
-            map.serialize_entry(name, value)?;
         }
         map.end()
     }
 }
 
-/// One value of a [`Visible`] record.
-enum FieldValue<'a> {
-    Text(Option<&'a str>),
-    Column(&'a Column, &'a Value),
+/// A key of a rendered record.
+#[derive(Clone, Copy, Debug)]
+enum Key {
+    Id,
+    PartnerId,
+    Owner,
+    /// The table's column at this index.
+    Column(usize),
 }
+
+/// A record type's keys in the order [`render`]'s object has them (sorted
+/// by name), worked out once per type.
+fn key_order(kind: ResourceType) -> &'static [Key] {
+    static ORDERS: std::sync::OnceLock<Vec<(ResourceType, Vec<Key>)>> = std::sync::OnceLock::new();
+    let orders = ORDERS.get_or_init(|| {
+        partnerdb_store::schema::RECORD_TYPES
+            .iter()
+            .map(|&kind| {
+                let columns = table(kind).map_or(&[][..], |t| t.columns);
+                let mut keys: Vec<(&str, Key)> = vec![
+                    ("id", Key::Id),
+                    ("partner_id", Key::PartnerId),
+                    ("owner", Key::Owner),
+                ];
+                keys.extend(
+                    columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| (c.name, Key::Column(i))),
+                );
+                keys.sort_by_key(|(name, _)| *name);
+                (kind, keys.into_iter().map(|(_, key)| key).collect())
+            })
+            .collect()
+    });
+    orders
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(&[], |(_, keys)| keys.as_slice())
+}
+
+/// One column value of a [`Visible`] record, as [`to_json`] writes it.
+struct FieldValue<'a>(&'a Column, &'a Value);
 
 impl serde::Serialize for FieldValue<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            FieldValue::Text(Some(text)) => serializer.serialize_str(text),
-            FieldValue::Text(None) => serializer.serialize_none(),
-            FieldValue::Column(column, value) => match (column.kind, value) {
-                (_, Value::Null | Value::NullInt) => serializer.serialize_none(),
-                (Kind::Rate, Value::Int(ppm)) => {
-                    serializer.serialize_str(&crate::codec::format_rate(*ppm))
-                }
-                (_, Value::Int(n)) => serializer.serialize_i64(*n),
-                (_, Value::Text(text)) => serializer.serialize_str(text),
-            },
+        match (self.0.kind, self.1) {
+            (_, Value::Null | Value::NullInt) => serializer.serialize_none(),
+            (Kind::Rate, Value::Int(ppm)) => {
+                serializer.serialize_str(&crate::codec::format_rate(*ppm))
+            }
+            (_, Value::Int(n)) => serializer.serialize_i64(*n),
+            (_, Value::Text(text)) => serializer.serialize_str(text),
         }
     }
 }
@@ -520,14 +561,16 @@ impl Service {
                 .await;
         };
         let decision = decide(caller, Action::Read, &record);
-        self.record(self.record_event(
-            caller,
-            "decision",
-            Action::Read,
-            &record,
-            &decision,
-            json!({}),
-        ))
+        self.record_with(|| {
+            self.record_event(
+                caller,
+                "decision",
+                Action::Read,
+                &record,
+                &decision,
+                json!({}),
+            )
+        })
         .await?;
         if !decision.allowed {
             return Err(ServiceError::NotFound(noun(kind)));
@@ -1109,14 +1152,17 @@ impl Service {
                 allowed.matched.push(condition.grant);
             }
         }
-        let event = self.list_event(
-            caller,
-            kind,
-            &allowed,
-            None,
-            json!({"list": {"filters": parsed.canonical, "partner": route_partner, "returned": items.len()}}),
-        );
-        self.record(event).await?;
+        let returned = items.len();
+        self.record_with(|| {
+            self.list_event(
+                caller,
+                kind,
+                &allowed,
+                None,
+                json!({"list": {"filters": parsed.canonical, "partner": route_partner, "returned": returned}}),
+            )
+        })
+        .await?;
         Ok(Page { items, next_cursor })
     }
 }
@@ -1324,4 +1370,56 @@ fn parse_filter(
         op,
         value: parsed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record of `kind` with a value in every column: integers where
+    /// the column holds numbers, text elsewhere, and one NULL.
+    fn sample(kind: ResourceType) -> Record {
+        let columns = table(kind).map_or(&[][..], |t| t.columns);
+        let values = columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| match column.kind {
+                _ if i == 1 => Value::Null,
+                Kind::Money | Kind::Rate => Value::Int(125_000 + i as i64),
+                _ => Value::Text(format!("v\"{i}\\é")),
+            })
+            .collect();
+        Record {
+            kind,
+            id: "r1".into(),
+            partner_id: "p1".into(),
+            owner: None,
+            version: 3,
+            values,
+            partner_region: Some("emea".into()),
+            partner_tier: None,
+        }
+    }
+
+    #[test]
+    fn visible_records_serialize_as_render_builds_them() {
+        let subsets = [
+            FieldSet::EMPTY,
+            FieldSet::from_iter([FieldClass::General]),
+            FieldSet::from_iter([FieldClass::General, FieldClass::Financial]),
+            FieldSet::from_iter(FieldClass::ALL.iter().copied()),
+        ];
+        for kind in partnerdb_store::schema::RECORD_TYPES {
+            for fields in subsets {
+                let record = sample(kind);
+                let expected = render(&record, fields).to_string();
+                let got = serde_json::to_string(&Visible::new(record, fields)).ok();
+                assert_eq!(
+                    got.as_deref(),
+                    Some(expected.as_str()),
+                    "{kind:?} {fields:?}"
+                );
+            }
+        }
+    }
 }
