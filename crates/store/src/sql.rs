@@ -279,6 +279,13 @@ impl Db {
     }
 
     async fn open_sqlite(path: &str, _options: &DbOptions) -> Result<Db, StoreError> {
+        if path.is_empty() || path.contains(":memory:") || path.contains("mode=memory") {
+            // Every connection would open a database of its own.
+            return Err(StoreError::Url(
+                "SQLite needs a file: sqlite://PATH (an in-memory database is not supported)"
+                    .to_owned(),
+            ));
+        }
         let sqlite = Sqlite::open(path)?;
         Ok(Db {
             pools: Pools::Sqlite(Arc::new(sqlite)),
@@ -495,6 +502,16 @@ impl Tx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn in_memory_sqlite_is_refused_with_the_reason() {
+        for url in ["sqlite::memory:", "sqlite://:memory:", "sqlite://"] {
+            match Db::connect(url, &DbOptions::default()).await {
+                Err(StoreError::Url(reason)) => assert!(reason.contains("file"), "{url}: {reason}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn placeholders_follow_the_dialect() {
