@@ -17,7 +17,7 @@ use serde_json::{Map, Value as Json, json};
 use crate::Service;
 use crate::audit::{self, service_allow, service_refusal};
 use crate::auth::Caller;
-use crate::codec::to_json;
+use crate::codec::{object, only, to_json};
 use crate::error::ServiceError;
 use crate::records::{apply_body, check_writable, decide, refusal, render, set_column};
 
@@ -97,16 +97,8 @@ fn closed(request: &ChangeRequestRow) -> ServiceError {
 
 /// The body of a rejection: `{"reason": "…"}`.
 fn rejection_reason(body: &Json) -> Result<String, ServiceError> {
-    let object = body.as_object().ok_or_else(|| {
-        ServiceError::invalid("invalid_body", "", "the request body must be a JSON object")
-    })?;
-    if let Some(name) = object.keys().find(|k| k.as_str() != "reason") {
-        return Err(ServiceError::invalid(
-            "unknown_field",
-            format!("/{name}"),
-            format!("a rejection has only `reason`, not `{name}`"),
-        ));
-    }
+    let object = object(body, "")?;
+    only(object, &["reason"], "a rejection")?;
     match object.get("reason") {
         Some(Json::String(reason)) if !reason.trim().is_empty() && reason.len() <= MAX_REASON => {
             Ok(reason.clone())

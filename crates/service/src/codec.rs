@@ -4,9 +4,48 @@
 
 use partnerdb_store::Value;
 use partnerdb_store::schema::{Column, Kind};
-use serde_json::Value as Json;
+use serde_json::{Map, Value as Json};
 
 use crate::error::ServiceError;
+
+/// A request body (`path` empty) or a part of one as a JSON object.
+pub(crate) fn object<'a>(
+    body: &'a Json,
+    path: &str,
+) -> Result<&'a Map<String, Json>, ServiceError> {
+    body.as_object().ok_or_else(|| {
+        let detail = if path.is_empty() {
+            "the request body must be a JSON object"
+        } else {
+            "expected a JSON object"
+        };
+        ServiceError::invalid("invalid_body", path, detail)
+    })
+}
+
+/// Refuses the first field of a body that is not in `allowed`, naming it
+/// and the fields `what` (`"a proposal"`) has.
+pub(crate) fn only(
+    object: &Map<String, Json>,
+    allowed: &[&str],
+    what: &str,
+) -> Result<(), ServiceError> {
+    match object.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(name) => {
+            let listed = match allowed {
+                [] => "no fields".to_owned(),
+                [one] => (*one).to_owned(),
+                [init @ .., last] => format!("{} and {last}", init.join(", ")),
+            };
+            Err(ServiceError::invalid(
+                "unknown_field",
+                format!("/{name}"),
+                format!("{what} has {listed}, not `{name}`"),
+            ))
+        }
+        None => Ok(()),
+    }
+}
 
 /// A column's value as JSON.
 pub fn to_json(column: &Column, value: &Value) -> Json {
@@ -164,6 +203,40 @@ pub fn format_rate(ppm: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_name_the_unknown_field_and_the_known_ones() {
+        let detail = |allowed: &[&str]| {
+            let body = serde_json::json!({"reason": "x", "extra": 1});
+            match object(&body, "").and_then(|o| only(o, allowed, "a thing")) {
+                Err(ServiceError::Invalid {
+                    code, path, detail, ..
+                }) => {
+                    assert_eq!((code, path.as_str()), ("unknown_field", "/extra"));
+                    detail
+                }
+                other => format!("{other:?}"),
+            }
+        };
+        assert_eq!(detail(&["reason"]), "a thing has reason, not `extra`");
+        assert_eq!(
+            detail(&["reason", "ttl"]),
+            "a thing has reason and ttl, not `extra`"
+        );
+        assert_eq!(
+            detail(&["a", "reason", "c"]),
+            "a thing has a, reason and c, not `extra`"
+        );
+        let body = serde_json::json!([1]);
+        assert!(matches!(
+            object(&body, ""),
+            Err(ServiceError::Invalid {
+                code: "invalid_body",
+                ..
+            })
+        ));
+        assert!(object(&body, "/partner").is_err());
+    }
 
     #[test]
     fn rates_round_trip_exactly() {

@@ -22,6 +22,7 @@ use serde_json::{Value as Json, json};
 use crate::Service;
 use crate::audit::{self, Draft, service_allow, service_refusal};
 use crate::auth::{ActiveElevation, Caller, token_hash};
+use crate::codec::{object, only};
 use crate::error::ServiceError;
 
 /// The header that carries an elevation token.
@@ -100,21 +101,12 @@ struct Asked {
 }
 
 fn parse_request(body: &Json, max_ttl: u64) -> Result<Asked, ServiceError> {
-    let object = body.as_object().ok_or_else(|| {
-        ServiceError::invalid("invalid_body", "", "the request body must be a JSON object")
-    })?;
-    if let Some(name) = object
-        .keys()
-        .find(|k| !["permissions", "partner_id", "reason", "ttl_seconds"].contains(&k.as_str()))
-    {
-        return Err(ServiceError::invalid(
-            "unknown_field",
-            format!("/{name}"),
-            format!(
-                "an elevation request has permissions, partner_id, reason and ttl_seconds, not `{name}`"
-            ),
-        ));
-    }
+    let object = object(body, "")?;
+    only(
+        object,
+        &["permissions", "partner_id", "reason", "ttl_seconds"],
+        "an elevation request",
+    )?;
     let list = object
         .get("permissions")
         .and_then(Json::as_array)

@@ -25,6 +25,7 @@ use serde_json::{Value as Json, json};
 
 use crate::audit::{self, Draft};
 use crate::auth::Caller;
+use crate::codec::{object, only};
 use crate::error::ServiceError;
 use crate::{ActivePolicy, Service, policy_version};
 
@@ -300,19 +301,8 @@ impl Service {
     /// Proposes a version: `{"content": "<policy TOML>", "message": "…"}`.
     pub async fn propose_policy(&self, caller: &Caller, body: &Json) -> Result<Json, ServiceError> {
         let decision = self.may_policy(caller, Action::Propose, "new").await?;
-        let object = body.as_object().ok_or_else(|| {
-            ServiceError::invalid("invalid_body", "", "the request body must be a JSON object")
-        })?;
-        if let Some(name) = object
-            .keys()
-            .find(|k| !["content", "message"].contains(&k.as_str()))
-        {
-            return Err(ServiceError::invalid(
-                "unknown_field",
-                format!("/{name}"),
-                format!("a proposal has content and message, not `{name}`"),
-            ));
-        }
+        let object = object(body, "")?;
+        only(object, &["content", "message"], "a proposal")?;
         let content = object
             .get("content")
             .and_then(Json::as_str)

@@ -15,6 +15,7 @@ use serde_json::{Value as Json, json};
 use crate::Service;
 use crate::audit::{self, Draft};
 use crate::auth::{self, Caller};
+use crate::codec::{object, only};
 use crate::error::ServiceError;
 use partnerdb_store::audit::NewEvent;
 
@@ -309,18 +310,12 @@ impl Service {
         let decision = self
             .decide_principal(caller, Action::Create, "*", false)
             .await?;
-        let object = body.as_object().ok_or_else(|| {
-            ServiceError::invalid("invalid_body", "", "the request body must be a JSON object")
-        })?;
-        for key in object.keys() {
-            if !["name", "kind", "partner_id", "attrs", "roles"].contains(&key.as_str()) {
-                return Err(ServiceError::invalid(
-                    "unknown_field",
-                    format!("/{key}"),
-                    format!("a principal has no field `{key}`"),
-                ));
-            }
-        }
+        let object = object(body, "")?;
+        only(
+            object,
+            &["name", "kind", "partner_id", "attrs", "roles"],
+            "a principal",
+        )?;
         let name = object
             .get("name")
             .and_then(Json::as_str)
@@ -727,26 +722,11 @@ impl Service {
 }
 
 fn parse_days(body: &Json) -> Result<i64, ServiceError> {
-    let object = match body {
-        Json::Null => return Ok(DEFAULT_TOKEN_DAYS),
-        Json::Object(object) => object,
-        _ => {
-            return Err(ServiceError::invalid(
-                "invalid_body",
-                "",
-                "the request body must be a JSON object",
-            ));
-        }
-    };
-    for key in object.keys() {
-        if key != "expires_in_days" {
-            return Err(ServiceError::invalid(
-                "unknown_field",
-                format!("/{key}"),
-                format!("a credential request has no field `{key}`"),
-            ));
-        }
+    if body.is_null() {
+        return Ok(DEFAULT_TOKEN_DAYS);
     }
+    let object = object(body, "")?;
+    only(object, &["expires_in_days"], "a credential request")?;
     match object.get("expires_in_days") {
         None => Ok(DEFAULT_TOKEN_DAYS),
         Some(value) => value

@@ -16,7 +16,7 @@ use serde_json::{Map, Value as Json};
 use crate::Service;
 use crate::audit::{self, Draft, service_allow, service_refusal};
 use crate::auth::Caller;
-use crate::codec::{from_json, normalize_timestamp, to_json};
+use crate::codec::{from_json, normalize_timestamp, object, to_json};
 use crate::error::ServiceError;
 use partnerdb_store::audit::NewEvent;
 use serde_json::json;
@@ -419,9 +419,7 @@ pub(crate) fn apply_body(
     creating: bool,
 ) -> Result<(Vec<Written>, Option<String>), ServiceError> {
     let table = table(kind)?;
-    let object = body.as_object().ok_or_else(|| {
-        ServiceError::invalid("invalid_body", "", "the request body must be a JSON object")
-    })?;
+    let object = object(body, "")?;
     let mut written = Vec::with_capacity(object.len());
     let mut new_partner = None;
     for (name, json) in object {

@@ -21,6 +21,7 @@ use serde_json::{Map, Value as Json, json};
 use crate::Service;
 use crate::audit::{self, Draft, service_allow, service_refusal};
 use crate::auth::Caller;
+use crate::codec::{object, only};
 use crate::error::ServiceError;
 
 /// How long an approval's claim on an onboarding holds: an approval that
@@ -45,22 +46,6 @@ fn workflow_json(w: &WorkflowRow) -> Json {
         "created_at": w.created_at,
         "updated_at": w.updated_at,
     })
-}
-
-fn object<'a>(body: &'a Json, path: &str) -> Result<&'a Map<String, Json>, ServiceError> {
-    body.as_object()
-        .ok_or_else(|| ServiceError::invalid("invalid_body", path, "expected a JSON object"))
-}
-
-fn only(object: &Map<String, Json>, allowed: &[&str], what: &str) -> Result<(), ServiceError> {
-    match object.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(name) => Err(ServiceError::invalid(
-            "unknown_field",
-            format!("/{name}"),
-            format!("{what} has {}, not `{name}`", allowed.join(", ")),
-        )),
-        None => Ok(()),
-    }
 }
 
 impl Service {
