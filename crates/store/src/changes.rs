@@ -114,26 +114,9 @@ pub async fn list(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Vec<ChangeRequestRow>, StoreError> {
-    let mut sql = db.sql();
-    sql.push("SELECT ")
-        .push(COLUMNS)
-        .push(" FROM change_requests WHERE 1 = 1");
-    if let Some(contract_id) = contract_id {
-        sql.push(" AND contract_id = ").bind(contract_id);
-    }
-    if let Some(status) = status {
-        sql.push(" AND status = ").bind(status);
-    }
-    if let Some(after) = after {
-        sql.push(" AND id > ").bind(after);
-    }
-    sql.push(" ORDER BY id LIMIT ").bind(limit as i64);
-    Ok(db
-        .fetch_all(&sql)
-        .await?
-        .into_iter()
-        .map(from_row)
-        .collect())
+    let equal = [("contract_id", contract_id), ("status", status)];
+    let rows = crate::sql::id_page(db, COLUMNS, "change_requests", &equal, after, limit).await?;
+    Ok(rows.into_iter().map(from_row).collect())
 }
 
 /// Closes a pending request (`approved`, `rejected` or `withdrawn`).

@@ -121,26 +121,9 @@ pub async fn list(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Vec<ElevationRow>, StoreError> {
-    let mut sql = db.sql();
-    sql.push("SELECT ")
-        .push(COLUMNS)
-        .push(" FROM elevations WHERE 1 = 1");
-    if let Some(principal_id) = principal_id {
-        sql.push(" AND principal_id = ").bind(principal_id);
-    }
-    if let Some(status) = status {
-        sql.push(" AND status = ").bind(status);
-    }
-    if let Some(after) = after {
-        sql.push(" AND id > ").bind(after);
-    }
-    sql.push(" ORDER BY id LIMIT ").bind(limit as i64);
-    Ok(db
-        .fetch_all(&sql)
-        .await?
-        .into_iter()
-        .map(from_row)
-        .collect())
+    let equal = [("principal_id", principal_id), ("status", status)];
+    let rows = crate::sql::id_page(db, COLUMNS, "elevations", &equal, after, limit).await?;
+    Ok(rows.into_iter().map(from_row).collect())
 }
 
 /// Approves or denies a pending elevation. Returns false when it was no

@@ -439,6 +439,35 @@ impl Db {
     }
 }
 
+/// One page of a table keyed by `id`: the rows where each given column
+/// equals its value (`None`: any), after `after`, in id order, at most
+/// `limit`. `columns` and `table` come from the schema, never from input.
+pub(crate) async fn id_page(
+    db: &Db,
+    columns: &str,
+    table: &str,
+    equal: &[(&str, Option<&str>)],
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Row>, StoreError> {
+    let mut sql = db.sql();
+    sql.push("SELECT ")
+        .push(columns)
+        .push(" FROM ")
+        .push(table)
+        .push(" WHERE 1 = 1");
+    for (column, value) in equal {
+        if let Some(value) = value {
+            sql.push(" AND ").push(column).push(" = ").bind(*value);
+        }
+    }
+    if let Some(after) = after {
+        sql.push(" AND id > ").bind(after);
+    }
+    sql.push(" ORDER BY id LIMIT ").bind(limit as i64);
+    db.fetch_all(&sql).await
+}
+
 enum TxInner {
     Sqlite(SqliteTx),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
