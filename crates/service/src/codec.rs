@@ -49,11 +49,23 @@ pub(crate) fn only(
 
 /// A column's value as JSON.
 pub fn to_json(column: &Column, value: &Value) -> Json {
-    match (column.kind, value) {
-        (_, Value::Null | Value::NullInt) => Json::Null,
-        (Kind::Rate, Value::Int(ppm)) => Json::String(format_rate(*ppm)),
-        (_, Value::Int(n)) => Json::from(*n),
-        (_, Value::Text(text)) => Json::String(text.clone()),
+    serde_json::to_value(ColumnValue(column, value)).unwrap_or(Json::Null)
+}
+
+/// A column's value, serialized as JSON without building a [`Json`] first:
+/// NULL as null, rates as decimal strings, integers as numbers, text as
+/// strings.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ColumnValue<'a>(pub(crate) &'a Column, pub(crate) &'a Value);
+
+impl serde::Serialize for ColumnValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match (self.0.kind, self.1) {
+            (_, Value::Null | Value::NullInt) => serializer.serialize_none(),
+            (Kind::Rate, Value::Int(ppm)) => serializer.serialize_str(&format_rate(*ppm)),
+            (_, Value::Int(n)) => serializer.serialize_i64(*n),
+            (_, Value::Text(text)) => serializer.serialize_str(text),
+        }
     }
 }
 

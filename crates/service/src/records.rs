@@ -5,18 +5,20 @@
 //! signed keyset cursors, updates honour `If-Match`, creates honour an
 //! `Idempotency-Key` stored in the write's own transaction.
 
+use std::borrow::Borrow;
+
 use partnerdb_policy::{
     Action, Decision, Denial, FieldClass, FieldSet, Request, Resource, ResourceType,
 };
 use partnerdb_store::records::{self, After, Filter, ListQuery, Op, Record, Sort};
 use partnerdb_store::schema::{Column, Kind, Table};
 use partnerdb_store::{StoreError, Tx, Value, principals};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
 use crate::Service;
 use crate::audit::{self, Draft, service_allow, service_refusal};
 use crate::auth::Caller;
-use crate::codec::{from_json, normalize_timestamp, object, to_json};
+use crate::codec::{ColumnValue, from_json, normalize_timestamp, object};
 use crate::error::ServiceError;
 use partnerdb_store::audit::NewEvent;
 use serde_json::json;
@@ -39,26 +41,27 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
-/// A record with the fields its reader may see: serialized straight from
-/// the row, as [`render`] would build it (the same keys, in the same
-/// sorted order), without building the JSON object first.
+/// A record (owned or borrowed) with the fields its reader may see,
+/// serialized straight from the row: `id`, `partner_id`, `owner` and the
+/// columns of the classes in `fields`, keys sorted by name. The one place
+/// that says what a reader sees of a record ([`render`] is its JSON value).
 #[derive(Clone, Debug)]
-pub struct Visible {
-    record: Record,
+pub struct Visible<R = Record> {
+    record: R,
     fields: FieldSet,
 }
 
-impl Visible {
+impl<R: Borrow<Record>> Visible<R> {
     /// `record` showing only the fields in `fields`.
-    pub fn new(record: Record, fields: FieldSet) -> Visible {
+    pub fn new(record: R, fields: FieldSet) -> Visible<R> {
         Visible { record, fields }
     }
 }
 
-impl serde::Serialize for Visible {
+impl<R: Borrow<Record>> serde::Serialize for Visible<R> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let record = &self.record;
+        let record: &Record = self.record.borrow();
         let columns = record.table().columns;
         let visible = |key: &Key| match key {
             Key::Column(i) => columns
@@ -76,7 +79,7 @@ impl serde::Serialize for Visible {
                 Key::Owner => map.serialize_entry("owner", &record.owner)?,
                 Key::Column(i) => {
                     if let (Some(column), Some(value)) = (columns.get(*i), record.values.get(*i)) {
-                        map.serialize_entry(column.name, &FieldValue(column, value))?;
+                        map.serialize_entry(column.name, &ColumnValue(column, value))?;
                     }
                 }
             }
@@ -95,8 +98,8 @@ enum Key {
     Column(usize),
 }
 
-/// A record type's keys in the order [`render`]'s object has them (sorted
-/// by name), worked out once per type.
+/// A record type's keys sorted by name (as a JSON object orders them),
+/// worked out once per type.
 fn key_order(kind: ResourceType) -> &'static [Key] {
     static ORDERS: std::sync::OnceLock<Vec<(ResourceType, Vec<Key>)>> = std::sync::OnceLock::new();
     let orders = ORDERS.get_or_init(|| {
@@ -124,22 +127,6 @@ fn key_order(kind: ResourceType) -> &'static [Key] {
         .iter()
         .find(|(k, _)| *k == kind)
         .map_or(&[], |(_, keys)| keys.as_slice())
-}
-
-/// One column value of a [`Visible`] record, as [`to_json`] writes it.
-struct FieldValue<'a>(&'a Column, &'a Value);
-
-impl serde::Serialize for FieldValue<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match (self.0.kind, self.1) {
-            (_, Value::Null | Value::NullInt) => serializer.serialize_none(),
-            (Kind::Rate, Value::Int(ppm)) => {
-                serializer.serialize_str(&crate::codec::format_rate(*ppm))
-            }
-            (_, Value::Int(n)) => serializer.serialize_i64(*n),
-            (_, Value::Text(text)) => serializer.serialize_str(text),
-        }
-    }
 }
 
 /// An `Idempotency-Key` and the request it came with.
@@ -380,20 +367,7 @@ impl Service {
 /// The record's fields of the given classes, as JSON; `id`, `partner_id`
 /// and `owner` always.
 pub fn render(record: &Record, fields: FieldSet) -> Json {
-    let table = record.table();
-    let mut body = Map::new();
-    body.insert("id".into(), Json::from(record.id.as_str()));
-    body.insert("partner_id".into(), Json::from(record.partner_id.as_str()));
-    body.insert(
-        "owner".into(),
-        record.owner.as_deref().map_or(Json::Null, Json::from),
-    );
-    for (column, value) in table.columns.iter().zip(&record.values) {
-        if fields.contains(column.class) {
-            body.insert(column.name.into(), to_json(column, value));
-        }
-    }
-    Json::Object(body)
+    serde_json::to_value(Visible::new(record, fields)).unwrap_or(Json::Null)
 }
 
 pub(crate) fn view(record: &Record, fields: FieldSet) -> RecordView {
@@ -1373,6 +1347,7 @@ fn parse_filter(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
 
     /// A record of `kind` with a value in every column: integers where
     /// the column holds numbers, text elsewhere, and one NULL.
@@ -1399,8 +1374,32 @@ mod tests {
         }
     }
 
+    /// What a reader should see of `record`, built by hand: the three
+    /// keys every reader sees, then each column of a class in `fields`.
+    fn reference(record: &Record, fields: FieldSet) -> String {
+        let mut body = Map::new();
+        body.insert("id".into(), Json::from(record.id.as_str()));
+        body.insert("partner_id".into(), Json::from(record.partner_id.as_str()));
+        body.insert(
+            "owner".into(),
+            record.owner.as_deref().map_or(Json::Null, Json::from),
+        );
+        for (column, value) in record.table().columns.iter().zip(&record.values) {
+            if fields.contains(column.class) {
+                let json = match (column.kind, value) {
+                    (_, Value::Null | Value::NullInt) => Json::Null,
+                    (Kind::Rate, Value::Int(ppm)) => Json::String(crate::codec::format_rate(*ppm)),
+                    (_, Value::Int(n)) => Json::from(*n),
+                    (_, Value::Text(text)) => Json::String(text.clone()),
+                };
+                body.insert(column.name.into(), json);
+            }
+        }
+        Json::Object(body).to_string()
+    }
+
     #[test]
-    fn visible_records_serialize_as_render_builds_them() {
+    fn visible_records_serialize_as_the_reference_builds_them() {
         let subsets = [
             FieldSet::EMPTY,
             FieldSet::from_iter([FieldClass::General]),
@@ -1410,7 +1409,12 @@ mod tests {
         for kind in partnerdb_store::schema::RECORD_TYPES {
             for fields in subsets {
                 let record = sample(kind);
-                let expected = render(&record, fields).to_string();
+                let expected = reference(&record, fields);
+                assert_eq!(
+                    render(&record, fields).to_string(),
+                    expected,
+                    "{kind:?} {fields:?}"
+                );
                 let got = serde_json::to_string(&Visible::new(record, fields)).ok();
                 assert_eq!(
                     got.as_deref(),
