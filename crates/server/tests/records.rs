@@ -17,13 +17,18 @@ use serde_json::{Value, json};
 /// Status, content type and body of a raw request.
 type RawAnswer = (StatusCode, Option<String>, Value);
 
-fn ids(page: &Value) -> Vec<String> {
+/// One text field of every item of a page.
+fn field(page: &Value, name: &str) -> Vec<String> {
     page["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .map(|i| i[name].as_str().unwrap().to_owned())
         .collect()
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    field(page, "id")
 }
 
 #[tokio::test]
@@ -67,13 +72,7 @@ async fn lists_page_through_everything_with_bound_cursors() {
             let page = app.get(&path, &pm_token).await;
             assert_eq!(page.status, StatusCode::OK, "{backend:?} {:?}", page.body);
             seen.extend(ids(&page.body));
-            names.extend(
-                page.body["items"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|i| i["name"].as_str().unwrap().to_owned()),
-            );
+            names.extend(field(&page.body, "name"));
             match page.body["next_cursor"].as_str() {
                 Some(cursor) => {
                     first_cursor.get_or_insert(cursor.to_owned());
@@ -95,13 +94,7 @@ async fn lists_page_through_everything_with_bound_cursors() {
         let mut path = "/v1/partners?sort=-name&limit=4".to_owned();
         loop {
             let page = app.get(&path, &pm_token).await;
-            back.extend(
-                page.body["items"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|i| i["name"].as_str().unwrap().to_owned()),
-            );
+            back.extend(field(&page.body, "name"));
             match page.body["next_cursor"].as_str() {
                 Some(cursor) => path = format!("/v1/partners?sort=-name&limit=4&cursor={cursor}"),
                 None => break,
@@ -146,20 +139,10 @@ async fn lists_page_through_everything_with_bound_cursors() {
                 &app.admin_token,
             )
             .await;
-        let statuses: Vec<&str> = active.body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["status"].as_str().unwrap())
-            .collect();
+        let statuses = field(&active.body, "status");
         assert_eq!(statuses.len(), 6, "{backend:?}");
-        assert!(statuses.iter().all(|s| *s == "active"));
-        let created: Vec<&str> = active.body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["created_at"].as_str().unwrap())
-            .collect();
+        assert!(statuses.iter().all(|s| s == "active"));
+        let created = field(&active.body, "created_at");
         let mut desc = created.clone();
         desc.sort_by(|a, b| b.cmp(a));
         assert_eq!(created, desc);
