@@ -41,6 +41,8 @@ pub struct AuditConfig {
     pub checkpoint_interval: Duration,
     /// Most events in one group commit.
     pub max_batch: usize,
+    /// How often the indexer files the lookup keys of new events.
+    pub index_interval: Duration,
     /// Benchmark builds only (feature `bench-bare`): read and deny events
     /// are not written, so that the load benchmark can measure what the
     /// trail costs in the same build. Never in a build that serves data.
@@ -55,6 +57,7 @@ impl Default for AuditConfig {
             checkpoint_every: 10_000,
             checkpoint_interval: Duration::from_secs(10),
             max_batch: 4096,
+            index_interval: Duration::from_millis(250),
             #[cfg(feature = "bench-bare")]
             bench_unaudited: false,
         }
@@ -141,6 +144,30 @@ async fn commit_batch(db: &Db, events: &[NewEvent]) -> Result<(), StoreError> {
     let mut tx = db.begin().await?;
     store::append(&mut tx, events).await?;
     tx.commit().await
+}
+
+/// Events the indexer files in one transaction: large enough that a
+/// lookup table's page is written once for many events, small enough that
+/// the appends waiting behind it on SQLite's one writer wait only a few
+/// milliseconds.
+pub const INDEX_CHUNK: usize = 4096;
+
+/// Files the trail's lookup keys behind the appends, forever (a task):
+/// every `interval`, what was appended since, a chunk at a time.
+pub async fn indexer(db: Db, interval: Duration) {
+    loop {
+        loop {
+            match store::index_pending(&db, INDEX_CHUNK).await {
+                Ok(filed) if filed == INDEX_CHUNK => tokio::task::yield_now().await,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot index the audit trail; queries scan its tail meanwhile");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
 }
 
 /// Signs checkpoints of the chain's head, forever (a task).

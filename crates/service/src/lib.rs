@@ -193,8 +193,8 @@ pub fn compile(text: &str) -> Result<CompiledPolicy, OpenError> {
 
 impl Service {
     /// Opens the service on a migrated, initialised database, and starts
-    /// the audit writer (and checkpointer, with a key). Call from within a
-    /// Tokio runtime.
+    /// the audit writer, the trail's indexer (and checkpointer, with a
+    /// key). Call from within a Tokio runtime.
     pub async fn open(
         db: Db,
         clock: Arc<dyn Clock>,
@@ -223,6 +223,7 @@ impl Service {
                 clock.clone(),
             ));
         }
+        tokio::spawn(audit::indexer(db.clone(), config.index_interval));
         #[allow(unused_mut)]
         let mut writer = audit::AuditWriter::start(db.clone(), config.max_batch);
         #[cfg(feature = "bench-bare")]

@@ -39,8 +39,17 @@ pub struct NewEvent {
 }
 
 const AUDIT_LOCK: i64 = 727_274_002;
+/// Events per block of the lookup tables: keys lead with `seq >>
+/// BLOCK_BITS`.
+const BLOCK_BITS: u32 = 16;
+/// Rows per statement when filing lookup keys on SQLite.
+const KEYS_PER_INSERT: usize = 128;
+/// The indexer's lock ([`index_pending`]).
+const INDEX_LOCK: i64 = 727_274_003;
 
 const COLUMNS: &str = "seq, at, kind, principal_id, action, resource_type, resource_id, partner_id, decision, policy_version, detail, prev_hash, hash";
+/// [`COLUMNS`] of the events aliased `e`.
+const E_COLUMNS: &str = "e.seq, e.at, e.kind, e.principal_id, e.action, e.resource_type, e.resource_id, e.partner_id, e.decision, e.policy_version, e.detail, e.prev_hash, e.hash";
 
 /// The chain's last event: `(seq, hash)`, or `(0, GENESIS)` when empty.
 pub async fn head_in(tx: &mut Tx) -> Result<(i64, String), StoreError> {
@@ -366,9 +375,95 @@ pub struct AuditFilter {
 
 /// Events matching `filter`, newest first, with seq below `before` (a
 /// cursor), at most `limit`.
+///
+/// A filter on a principal, a partner or a resource (type and id) reads
+/// the lookup tables for events up to [`indexed_through`] and scans the
+/// events after it (the few the indexer has not reached); the two parts
+/// meet at that seq, so none is missed or given twice while the indexer
+/// moves on. Other filters scan the events newest first.
 pub async fn list(
     db: &Db,
     filter: &AuditFilter,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let Some(lookup) = Lookup::for_filter(filter) else {
+        return scan(db, filter, None, before, limit).await;
+    };
+    let through = indexed_through(db).await?;
+    let mut out = if before.is_some_and(|b| b <= through + 1) {
+        Vec::new()
+    } else {
+        scan(db, filter, Some(through), before, limit).await?
+    };
+    if out.len() < limit {
+        let below = before.map_or(through + 1, |b| b.min(through + 1));
+        out.extend(look_up(db, &lookup, filter, below, limit - out.len()).await?);
+    }
+    Ok(out)
+}
+
+/// The lookup table a filter reads, with its key.
+enum Lookup<'a> {
+    Resource(&'a str, &'a str),
+    Principal(&'a str),
+    Partner(&'a str),
+}
+
+impl<'a> Lookup<'a> {
+    /// The narrowest lookup the filter allows: a resource (one record's
+    /// events) before a principal before a partner.
+    fn for_filter(filter: &'a AuditFilter) -> Option<Lookup<'a>> {
+        if let (Some(kind), Some(id)) = (&filter.resource_type, &filter.resource_id) {
+            return Some(Lookup::Resource(kind, id));
+        }
+        if let Some(principal) = &filter.principal_id {
+            return Some(Lookup::Principal(principal));
+        }
+        filter.partner_id.as_deref().map(Lookup::Partner)
+    }
+}
+
+/// The filter's conditions on the events' columns, each `AND …`, with
+/// `prefix` before each column name.
+fn push_conditions(sql: &mut Sql, filter: &AuditFilter, prefix: &str) {
+    let equal = [
+        ("principal_id", &filter.principal_id),
+        ("partner_id", &filter.partner_id),
+        ("resource_type", &filter.resource_type),
+        ("resource_id", &filter.resource_id),
+        ("action", &filter.action),
+        ("decision", &filter.decision),
+    ];
+    for (column, value) in equal {
+        if let Some(value) = value {
+            sql.push(" AND ")
+                .push(prefix)
+                .push(column)
+                .push(" = ")
+                .bind(value.as_str());
+        }
+    }
+    if let Some(since) = &filter.since {
+        sql.push(" AND ")
+            .push(prefix)
+            .push("at >= ")
+            .bind(since.as_str());
+    }
+    if let Some(until) = &filter.until {
+        sql.push(" AND ")
+            .push(prefix)
+            .push("at < ")
+            .bind(until.as_str());
+    }
+}
+
+/// Matching events newest first, by the event table alone: those after
+/// `after` (all when none) and below `before`.
+async fn scan(
+    db: &Db,
+    filter: &AuditFilter,
+    after: Option<i64>,
     before: Option<i64>,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
@@ -376,25 +471,9 @@ pub async fn list(
     sql.push("SELECT ")
         .push(COLUMNS)
         .push(" FROM audit_events WHERE 1 = 1");
-    let eq = |sql: &mut Sql, column: &str, value: &Option<String>| {
-        if let Some(value) = value {
-            sql.push(" AND ")
-                .push(column)
-                .push(" = ")
-                .bind(value.as_str());
-        }
-    };
-    eq(&mut sql, "principal_id", &filter.principal_id);
-    eq(&mut sql, "partner_id", &filter.partner_id);
-    eq(&mut sql, "resource_type", &filter.resource_type);
-    eq(&mut sql, "resource_id", &filter.resource_id);
-    eq(&mut sql, "action", &filter.action);
-    eq(&mut sql, "decision", &filter.decision);
-    if let Some(since) = &filter.since {
-        sql.push(" AND at >= ").bind(since.as_str());
-    }
-    if let Some(until) = &filter.until {
-        sql.push(" AND at < ").bind(until.as_str());
+    push_conditions(&mut sql, filter, "");
+    if let Some(after) = after {
+        sql.push(" AND seq > ").bind(after);
     }
     if let Some(before) = before {
         sql.push(" AND seq < ").bind(before);
@@ -406,6 +485,165 @@ pub async fn list(
         .into_iter()
         .map(stored_from_row)
         .collect())
+}
+
+/// Matching events newest first through a lookup table, below `before`
+/// (at most the indexed seq + 1): block by block, from `before`'s down to
+/// the first, until `limit` are found.
+async fn look_up(
+    db: &Db,
+    lookup: &Lookup<'_>,
+    filter: &AuditFilter,
+    before: i64,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut out = Vec::new();
+    let mut block = (before - 1).max(0) >> BLOCK_BITS;
+    while block >= 0 && out.len() < limit {
+        let mut sql = db.sql();
+        sql.push("SELECT ").push(E_COLUMNS);
+        match *lookup {
+            Lookup::Resource(kind, id) => sql
+                .push(" FROM audit_by_resource k JOIN audit_events e ON e.seq = k.seq WHERE k.resource_type = ")
+                .bind(kind)
+                .push(" AND k.resource_id = ")
+                .bind(id),
+            Lookup::Principal(principal) => sql
+                .push(" FROM audit_by_principal k JOIN audit_events e ON e.seq = k.seq WHERE k.principal_id = ")
+                .bind(principal),
+            Lookup::Partner(partner) => sql
+                .push(" FROM audit_by_partner k JOIN audit_events e ON e.seq = k.seq WHERE k.partner_id = ")
+                .bind(partner),
+        };
+        sql.push(" AND k.block = ")
+            .bind(block)
+            .push(" AND k.seq < ")
+            .bind(before);
+        push_conditions(&mut sql, filter, "e.");
+        sql.push(" ORDER BY k.seq DESC LIMIT ")
+            .bind((limit - out.len()) as i64);
+        out.extend(
+            db.fetch_all_offloaded(sql)
+                .await?
+                .into_iter()
+                .map(stored_from_row),
+        );
+        block -= 1;
+    }
+    Ok(out)
+}
+
+/// How far the lookup tables go: every event with a seq up to this one is
+/// filed there.
+pub async fn indexed_through(db: &Db) -> Result<i64, StoreError> {
+    let mut sql = db.sql();
+    sql.push("SELECT through FROM audit_indexed WHERE id = 1");
+    Ok(db.fetch_optional(&sql).await?.map_or(0, |r| r.int(0)))
+}
+
+/// Files the lookup keys of the next `max` events not yet filed (at most),
+/// in one transaction, and returns how many events it filed (0: the tables
+/// have caught up). Keys go in sorted, so that a chunk writes each page of
+/// a lookup table once rather than once per commit that touched it.
+///
+/// On PostgreSQL, indexers of servers sharing the database take turns
+/// (an advisory lock of their own, not the appends'). Appends commit in
+/// seq order (they hold the appends' lock from reading the head to their
+/// commit), so the events an indexer sees have no gaps still to fill.
+pub async fn index_pending(db: &Db, max: usize) -> Result<usize, StoreError> {
+    let mut tx = db.begin().await?;
+    if tx.dialect() == Dialect::Postgres {
+        let mut sql = tx.sql();
+        sql.push("SELECT pg_advisory_xact_lock(")
+            .bind(INDEX_LOCK)
+            .push(")");
+        tx.execute(&sql).await?;
+    }
+    let mut sql = tx.sql();
+    sql.push("SELECT through FROM audit_indexed WHERE id = 1");
+    let through = tx.fetch_optional(&sql).await?.map_or(0, |r| r.int(0));
+    let mut sql = tx.sql();
+    sql.push("SELECT seq, principal_id, partner_id, resource_type, resource_id FROM audit_events WHERE seq > ")
+        .bind(through)
+        .push(" ORDER BY seq LIMIT ")
+        .bind(max as i64);
+    let rows = tx.fetch_all(&sql).await?;
+    let Some(last) = rows.last().map(|r| r.int(0)) else {
+        return Ok(0);
+    };
+    let count = rows.len();
+    let mut principals = Vec::new();
+    let mut partners = Vec::new();
+    let mut resources = Vec::new();
+    for mut row in rows {
+        let seq = row.int(0);
+        let block = Value::from(seq >> BLOCK_BITS);
+        let seq = Value::from(seq);
+        if let Some(principal) = row.take_opt_text(1) {
+            principals.push(vec![block.clone(), principal.into(), seq.clone()]);
+        }
+        if let Some(partner) = row.take_opt_text(2) {
+            partners.push(vec![block.clone(), partner.into(), seq.clone()]);
+        }
+        if let Some(id) = row.take_opt_text(4) {
+            resources.push(vec![block, row.take_text(3).into(), id.into(), seq]);
+        }
+    }
+    file_keys(
+        &mut tx,
+        "audit_by_principal (block, principal_id, seq)",
+        principals,
+    )
+    .await?;
+    file_keys(
+        &mut tx,
+        "audit_by_partner (block, partner_id, seq)",
+        partners,
+    )
+    .await?;
+    file_keys(
+        &mut tx,
+        "audit_by_resource (block, resource_type, resource_id, seq)",
+        resources,
+    )
+    .await?;
+    let mut sql = tx.sql();
+    sql.push("UPDATE audit_indexed SET through = ")
+        .bind(last)
+        .push(" WHERE id = 1");
+    tx.execute(&sql).await?;
+    tx.commit().await?;
+    Ok(count)
+}
+
+/// Inserts keys into a lookup table (`table (columns)`), in key order.
+/// On SQLite, in statements of [`KEYS_PER_INSERT`] rows and the rest one
+/// by one: two statement shapes per table, each prepared once.
+async fn file_keys(tx: &mut Tx, table: &str, mut keys: Vec<Vec<Value>>) -> Result<(), StoreError> {
+    keys.sort_unstable();
+    let per_insert = match tx.dialect() {
+        Dialect::Sqlite => KEYS_PER_INSERT,
+        Dialect::Postgres => 200,
+    };
+    let whole = keys.len() / per_insert * per_insert;
+    let (many, rest) = keys.split_at(whole);
+    for chunk in many.chunks(per_insert).chain(rest.chunks(1)) {
+        let mut sql = tx.sql();
+        sql.push("INSERT INTO ").push(table).push(" VALUES ");
+        for (i, key) in chunk.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" });
+            for (j, value) in key.iter().enumerate() {
+                if j > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(value.clone());
+            }
+            sql.push(")");
+        }
+        sql.push(" ON CONFLICT DO NOTHING");
+        tx.execute(&sql).await?;
+    }
+    Ok(())
 }
 
 /// Stores a checkpoint.
