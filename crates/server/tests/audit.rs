@@ -851,5 +851,22 @@ async fn lookups_meet_the_unindexed_tail_exactly() {
         while store::index_pending(db, 64).await.unwrap() > 0 {}
         assert_eq!(store::indexed_through(db).await.unwrap(), seq(399));
         check("indexed to the head").await;
+        // A lost watermark row: lookups scan everything, and the indexer
+        // files the trail again (keys it has are kept) up to the head
+        // rather than the same chunk forever.
+        let mut tx = db.begin().await.unwrap();
+        let mut sql = tx.sql();
+        sql.push("DELETE FROM audit_indexed");
+        tx.execute(&sql).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(store::indexed_through(db).await.unwrap(), 0);
+        check("watermark lost").await;
+        let mut rounds = 0;
+        while store::index_pending(db, 64).await.unwrap() > 0 {
+            rounds += 1;
+            assert!(rounds < 10, "the indexer does not move on");
+        }
+        assert_eq!(store::indexed_through(db).await.unwrap(), seq(399));
+        check("indexed again").await;
     }
 }

@@ -487,7 +487,8 @@ async fn scan(
 
 /// Matching events newest first through a lookup table, below `before`
 /// (at most the indexed seq + 1): block by block, from `before`'s down to
-/// the first, until `limit` are found.
+/// the first, until `limit` are found (a key with fewer events than a page
+/// costs one query per block of 65,536 events: 16 on a million).
 async fn look_up(
     db: &Db,
     lookup: &Lookup<'_>,
@@ -631,10 +632,12 @@ pub async fn index_pending(db: &Db, max: usize) -> Result<usize, StoreError> {
             }
         }
     }
+    // An upsert: were the row ever lost, an update would leave the
+    // indexer filing the same first chunk forever.
     let mut sql = tx.sql();
-    sql.push("UPDATE audit_indexed SET through = ")
+    sql.push("INSERT INTO audit_indexed (id, through) VALUES (1, ")
         .bind(last)
-        .push(" WHERE id = 1");
+        .push(") ON CONFLICT (id) DO UPDATE SET through = excluded.through");
     tx.execute(&sql).await?;
     tx.commit().await?;
     Ok(usize::try_from(count).unwrap_or(0))

@@ -57,14 +57,49 @@ impl Drop for Guard {
                     )
                     .await
                     {
-                        let _ = admin_exec(&db, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                            .await;
+                        drop_schema(&db, &schema).await;
                         db.close().await;
                     }
                 });
             })
             .join();
         }
+    }
+}
+
+/// Drops a test's schema. The test's runtime is blocked in this drop, so
+/// its background tasks (audit writer, indexer, checkpointer) cannot finish
+/// a transaction they have open on the schema's tables: waiting for their
+/// locks would never end. After a short wait their sessions are ended and
+/// the drop is tried again.
+async fn drop_schema(db: &Db, schema: &str) {
+    for _ in 0..3 {
+        let dropped = async {
+            let mut tx = db.begin().await?;
+            for statement in [
+                "SET LOCAL lock_timeout = '2s'".to_owned(),
+                format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+            ] {
+                let mut sql = tx.sql();
+                sql.push(&statement);
+                tx.execute(&sql).await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        if dropped.is_ok() {
+            return;
+        }
+        let _ = admin_exec(
+            db,
+            &format!(
+                "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+                 JOIN pg_class c ON c.oid = l.relation \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = '{schema}' AND l.pid <> pg_backend_pid()"
+            ),
+        )
+        .await;
     }
 }
 
