@@ -44,10 +44,25 @@ const AUDIT_LOCK: i64 = 727_274_002;
 const BLOCK_BITS: u32 = 16;
 /// The indexer's lock ([`index_pending`]).
 const INDEX_LOCK: i64 = 727_274_003;
+/// How far the lookup tables go (a missing row reads as 0).
+const INDEXED_THROUGH: &str = "SELECT through FROM audit_indexed WHERE id = 1";
 
 const COLUMNS: &str = "seq, at, kind, principal_id, action, resource_type, resource_id, partner_id, decision, policy_version, detail, prev_hash, hash";
 /// [`COLUMNS`] of the events aliased `e`.
 const E_COLUMNS: &str = "e.seq, e.at, e.kind, e.principal_id, e.action, e.resource_type, e.resource_id, e.partner_id, e.decision, e.policy_version, e.detail, e.prev_hash, e.hash";
+
+/// On PostgreSQL, takes the advisory lock `key` until the transaction ends
+/// (SQLite's one writer already serialises writers).
+async fn lock_on_postgres(tx: &mut Tx, key: i64) -> Result<(), StoreError> {
+    if tx.dialect() == Dialect::Postgres {
+        let mut sql = tx.sql();
+        sql.push("SELECT pg_advisory_xact_lock(")
+            .bind(key)
+            .push(")");
+        tx.execute(&sql).await?;
+    }
+    Ok(())
+}
 
 /// The chain's last event: `(seq, hash)`, or `(0, GENESIS)` when empty.
 pub async fn head_in(tx: &mut Tx) -> Result<(i64, String), StoreError> {
@@ -73,13 +88,7 @@ pub async fn head(db: &Db) -> Result<(i64, String), StoreError> {
 /// with it, or not at all) and counts them in the usage counters. Returns
 /// the last `(seq, hash)`.
 pub async fn append(tx: &mut Tx, events: &[NewEvent]) -> Result<(i64, String), StoreError> {
-    if tx.dialect() == Dialect::Postgres {
-        let mut sql = tx.sql();
-        sql.push("SELECT pg_advisory_xact_lock(")
-            .bind(AUDIT_LOCK)
-            .push(")");
-        tx.execute(&sql).await?;
-    }
+    lock_on_postgres(tx, AUDIT_LOCK).await?;
     let (mut seq, mut prev) = head_in(tx).await?;
     for chunk in events.chunks(rows_per_insert(tx)) {
         let mut sql = tx.sql();
@@ -253,6 +262,11 @@ pub async fn events_after(
         .bind(after)
         .push(" ORDER BY seq LIMIT ")
         .bind(limit as i64);
+    fetch_events(db, sql).await
+}
+
+/// Reads whole events (a long read: off the caller's worker).
+async fn fetch_events(db: &Db, sql: Sql) -> Result<Vec<StoredEvent>, StoreError> {
     Ok(db
         .fetch_all_offloaded(sql)
         .await?
@@ -477,12 +491,7 @@ async fn scan(
         sql.push(" AND seq < ").bind(before);
     }
     sql.push(" ORDER BY seq DESC LIMIT ").bind(limit as i64);
-    Ok(db
-        .fetch_all_offloaded(sql)
-        .await?
-        .into_iter()
-        .map(stored_from_row)
-        .collect())
+    fetch_events(db, sql).await
 }
 
 /// Matching events newest first through a lookup table, below `before`
@@ -521,12 +530,7 @@ async fn look_up(
         push_conditions(&mut sql, filter, "e.");
         sql.push(" ORDER BY k.seq DESC LIMIT ")
             .bind((limit - out.len()) as i64);
-        out.extend(
-            db.fetch_all_offloaded(sql)
-                .await?
-                .into_iter()
-                .map(stored_from_row),
-        );
+        out.extend(fetch_events(db, sql).await?);
         block -= 1;
     }
     Ok(out)
@@ -536,7 +540,7 @@ async fn look_up(
 /// filed there.
 pub async fn indexed_through(db: &Db) -> Result<i64, StoreError> {
     let mut sql = db.sql();
-    sql.push("SELECT through FROM audit_indexed WHERE id = 1");
+    sql.push(INDEXED_THROUGH);
     Ok(db.fetch_optional(&sql).await?.map_or(0, |r| r.int(0)))
 }
 
@@ -553,15 +557,9 @@ pub async fn indexed_through(db: &Db) -> Result<i64, StoreError> {
 /// commit), so the events an indexer sees have no gaps still to fill.
 pub async fn index_pending(db: &Db, max: usize) -> Result<usize, StoreError> {
     let mut tx = db.begin().await?;
-    if tx.dialect() == Dialect::Postgres {
-        let mut sql = tx.sql();
-        sql.push("SELECT pg_advisory_xact_lock(")
-            .bind(INDEX_LOCK)
-            .push(")");
-        tx.execute(&sql).await?;
-    }
+    lock_on_postgres(&mut tx, INDEX_LOCK).await?;
     let mut sql = tx.sql();
-    sql.push("SELECT through FROM audit_indexed WHERE id = 1");
+    sql.push(INDEXED_THROUGH);
     let through = tx.fetch_optional(&sql).await?.map_or(0, |r| r.int(0));
     // The chunk: the next `max` events (seqs may have gaps).
     let mut sql = tx.sql();
