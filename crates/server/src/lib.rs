@@ -147,7 +147,7 @@ pub async fn serve(
     let checkpointer = tokio::spawn({
         let service = state.service.clone();
         async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
             loop {
                 tick.tick().await;
                 if let Err(error) = service.db().checkpoint_wal().await {

@@ -21,7 +21,7 @@ use partnerdb_audit::CheckpointKey;
 use partnerdb_policy::{Decision, FieldClass, FieldSet};
 use partnerdb_store::audit::{self as store, NewEvent};
 use partnerdb_store::records::Record;
-use partnerdb_store::{Db, StoreError, Tx, Value};
+use partnerdb_store::{Db, Durable, StoreError, Tx, Value};
 use serde_json::{Map, Value as Json, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -102,12 +102,18 @@ impl AuditWriter {
                     }
                 }
                 let (events, acks): (Vec<NewEvent>, Vec<Ack>) = batch.into_iter().unzip();
-                let result = commit_batch(&db, &events).await.map_err(|e| e.to_string());
-                if let Err(error) = &result {
-                    tracing::error!(%error, events = events.len(), "the audit trail cannot be written; refusing the requests");
-                }
-                for ack in acks {
-                    let _ = ack.send(result.clone());
+                // The batch's answers wait for its commit to reach the
+                // disk, on a task of their own: the next batch is written
+                // meanwhile (SQLite), and one sync covers both.
+                let count = events.len();
+                match commit_batch(&db, &events).await {
+                    Ok(durable) => {
+                        tokio::spawn(async move {
+                            let result = durable.wait().await.map_err(|e| e.to_string());
+                            answer(acks, count, result);
+                        });
+                    }
+                    Err(error) => answer(acks, count, Err(error.to_string())),
                 }
             }
         });
@@ -140,10 +146,21 @@ impl AuditWriter {
     }
 }
 
-async fn commit_batch(db: &Db, events: &[NewEvent]) -> Result<(), StoreError> {
+async fn commit_batch(db: &Db, events: &[NewEvent]) -> Result<Durable, StoreError> {
     let mut tx = db.begin().await?;
     store::append(&mut tx, events).await?;
-    tx.commit().await
+    tx.commit_pipelined().await
+}
+
+/// Answers a batch's requests: committed and on disk, or the trail's
+/// error (they are refused: fail closed).
+fn answer(acks: Vec<Ack>, events: usize, result: Result<(), String>) {
+    if let Err(error) = &result {
+        tracing::error!(%error, events, "the audit trail cannot be written; refusing the requests");
+    }
+    for ack in acks {
+        let _ = ack.send(result.clone());
+    }
 }
 
 /// Events the indexer files in one transaction: large enough that a

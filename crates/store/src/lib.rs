@@ -22,7 +22,7 @@ pub mod sql;
 mod sqlite;
 pub mod workflows;
 
-pub use sql::{Db, DbOptions, Dialect, Row, Sql, Tx, Value};
+pub use sql::{Db, DbOptions, Dialect, Durable, Row, Sql, Tx, Value};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,10 @@ pub enum StoreError {
     /// shutting down).
     #[error("database call interrupted: {0}")]
     Interrupted(String),
+    /// A commit could not be made durable (its WAL could not be synced);
+    /// nothing committed since is known to be on disk.
+    #[error("the database cannot be synced to disk: {0}")]
+    Sync(String),
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),

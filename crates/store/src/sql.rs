@@ -259,6 +259,25 @@ impl Default for DbOptions {
     }
 }
 
+/// The migrations for `dialect`: every one in `migrations/`, except those
+/// named for the other dialect (`sqlite_…` runs on SQLite only,
+/// `postgres_…` on PostgreSQL only), for what the two cannot say in one
+/// statement (SQLite's rowid and WITHOUT ROWID tables).
+fn migrator_for(dialect: Dialect) -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    let other = match dialect {
+        Dialect::Sqlite => "postgres ",
+        Dialect::Postgres => "sqlite ",
+    };
+    let own: Vec<_> = migrator
+        .iter()
+        .filter(|m| !m.description.starts_with(other))
+        .cloned()
+        .collect();
+    migrator.migrations = own.into();
+    migrator
+}
+
 impl Db {
     /// Opens a database from a URL: `sqlite://PATH` (created if missing) or
     /// `postgres://…`.
@@ -330,7 +349,7 @@ impl Db {
 
     /// Applies the migrations not yet applied.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let migrator = sqlx::migrate!("./migrations");
+        let migrator = migrator_for(self.dialect());
         match &self.pools {
             Pools::Sqlite(sqlite) => {
                 // sqlx's migrator keeps its bookkeeping table, which the
@@ -524,6 +543,36 @@ impl Tx {
             TxInner::Postgres(tx) => tx.commit().await?,
         }
         Ok(())
+    }
+
+    /// Commits, and returns before the commit is known to be on disk where
+    /// the database allows it (SQLite: the WAL is synced behind the
+    /// writer, which the next transaction can take meanwhile; PostgreSQL:
+    /// the commit waits for its WAL flush as always). Nothing of the
+    /// transaction may be acknowledged before [`Durable::wait`] returns.
+    pub async fn commit_pipelined(self) -> Result<Durable, StoreError> {
+        Ok(Durable(match self.0 {
+            TxInner::Sqlite(tx) => Some(tx.commit_unsynced()?),
+            TxInner::Postgres(tx) => {
+                tx.commit().await?;
+                None
+            }
+        }))
+    }
+}
+
+/// A commit on its way to disk ([`Tx::commit_pipelined`]).
+#[derive(Debug)]
+pub struct Durable(Option<crate::sqlite::Durable>);
+
+impl Durable {
+    /// Waits until the commit is on disk; an error means it may not be
+    /// (and nothing committed after it is known to be).
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.0 {
+            Some(durable) => durable.wait().await,
+            None => Ok(()),
+        }
     }
 }
 
