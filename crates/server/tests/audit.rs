@@ -702,7 +702,12 @@ async fn lookups_meet_the_unindexed_tail_exactly() {
         let seq = |i: usize| 1 + 997 * i as i64;
         let event = |i: usize| Event {
             seq: seq(i),
-            at: format!("2026-12-01T10:{:02}:{:02}Z", i / 60 % 60, i % 60),
+            // Times out of seq order (as concurrent requests stamp
+            // them), so that a time span's earliest and latest matter.
+            at: {
+                let t = (i * 37) % 400;
+                format!("2026-12-01T10:{:02}:{:02}Z", t / 60, t % 60)
+            },
             kind: "decision".into(),
             principal_id: (!i.is_multiple_of(11)).then(|| format!("principal-{}", pick(i, 5))),
             action: ["read", "update", "list"][i % 3].into(),
@@ -770,6 +775,34 @@ async fn lookups_meet_the_unindexed_tail_exactly() {
                     ..f()
                 },
                 AuditFilter {
+                    since: Some("2026-12-01T10:05:00Z".into()),
+                    ..f()
+                },
+                AuditFilter {
+                    until: Some("2026-12-01T10:00:40Z".into()),
+                    ..f()
+                },
+                AuditFilter {
+                    since: Some("2026-12-01T10:02:10Z".into()),
+                    until: Some("2026-12-01T10:02:50Z".into()),
+                    ..f()
+                },
+                AuditFilter {
+                    since: Some("2026-12-01T10:03:00Z".into()),
+                    until: Some("2026-12-01T10:04:00Z".into()),
+                    action: Some("read".into()),
+                    ..f()
+                },
+                AuditFilter {
+                    partner_id: Some("partner-id-3".into()),
+                    since: Some("2026-12-01T10:04:00Z".into()),
+                    ..f()
+                },
+                AuditFilter {
+                    since: Some("2026-12-01T11:00:00Z".into()),
+                    ..f()
+                },
+                AuditFilter {
                     resource_id: Some("id-3".into()),
                     ..f()
                 },
@@ -800,6 +833,14 @@ async fn lookups_meet_the_unindexed_tail_exactly() {
                     filters.push(AuditFilter {
                         resource_type: Some(e.resource_type.clone()),
                         resource_id: e.resource_id.clone(),
+                        ..f()
+                    });
+                    filters.push(AuditFilter {
+                        since: Some(e.at.clone()),
+                        ..f()
+                    });
+                    filters.push(AuditFilter {
+                        until: Some(e.at.clone()),
                         ..f()
                     });
                 }
@@ -839,6 +880,23 @@ async fn lookups_meet_the_unindexed_tail_exactly() {
                         "{backend:?}, {stage}, pages of {limit}: {filter:?}"
                     );
                 }
+            }
+            // The first event at or after a time (where a plan's replay
+            // starts), through the same spans.
+            let mut times: Vec<String> = all.iter().map(|s| s.event.at.clone()).collect();
+            times.extend(["2026-12-01T09:00:00Z".into(), "2026-12-01T11:00:00Z".into()]);
+            for at in times {
+                let expected = all
+                    .iter()
+                    .map(|s| &s.event)
+                    .filter(|e| e.at >= at)
+                    .map(|e| e.seq)
+                    .min();
+                assert_eq!(
+                    store::first_seq_since(db, &at).await.unwrap(),
+                    expected,
+                    "{backend:?}, {stage}: first event since {at}"
+                );
             }
         };
         append(0, 300).await;

@@ -42,6 +42,9 @@ const AUDIT_LOCK: i64 = 727_274_002;
 /// Events per block of the lookup tables: keys lead with `seq >>
 /// BLOCK_BITS`.
 const BLOCK_BITS: u32 = 16;
+/// Events per span of the time index: `audit_spans` keeps the earliest
+/// and latest time of every `seq >> SPAN_BITS`.
+const SPAN_BITS: u32 = 10;
 /// The indexer's lock ([`index_pending`]).
 const INDEX_LOCK: i64 = 727_274_003;
 /// How far the lookup tables go (a missing row reads as 0).
@@ -399,20 +402,65 @@ pub async fn list(
     before: Option<i64>,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let Some(lookup) = Lookup::for_filter(filter) else {
+    let lookup = Lookup::for_filter(filter);
+    let timed = filter.since.is_some() || filter.until.is_some();
+    if lookup.is_none() && !timed {
         return scan(db, filter, None, before, limit).await;
-    };
+    }
     let through = indexed_through(db).await?;
     let mut out = if before.is_some_and(|b| b <= through + 1) {
         Vec::new()
     } else {
         scan(db, filter, Some(through), before, limit).await?
     };
-    if out.len() < limit {
-        let below = before.map_or(through + 1, |b| b.min(through + 1));
-        out.extend(look_up(db, &lookup, filter, below, limit - out.len()).await?);
+    // The indexed part: seqs in `lowest..below`, narrowed by the time
+    // spans that can hold matching events.
+    let mut below = before.map_or(through + 1, |b| b.min(through + 1));
+    let mut lowest = 1;
+    if timed {
+        match time_bounds(db, filter, through).await? {
+            Some((first, last)) => {
+                lowest = first;
+                below = below.min(last + 1);
+            }
+            None => below = lowest,
+        }
+    }
+    if out.len() < limit && below > lowest {
+        let rest = limit - out.len();
+        out.extend(match &lookup {
+            Some(lookup) => look_up(db, lookup, filter, (lowest, below), rest).await?,
+            None => scan(db, filter, Some(lowest - 1), Some(below), rest).await?,
+        });
     }
     Ok(out)
+}
+
+/// The seqs, up to `through`, that can hold events of the filter's time
+/// range: from the first span whose latest time is at or after `since`
+/// to the last span whose earliest time is before `until` (None: no span
+/// can). Exact whatever the order of times within and across spans: a
+/// span is left out only when none of its events can match.
+async fn time_bounds(
+    db: &Db,
+    filter: &AuditFilter,
+    through: i64,
+) -> Result<Option<(i64, i64)>, StoreError> {
+    let mut sql = db.sql();
+    sql.push("SELECT MIN(span), MAX(span) FROM audit_spans WHERE 1 = 1");
+    if let Some(since) = &filter.since {
+        sql.push(" AND max_at >= ").bind(since.as_str());
+    }
+    if let Some(until) = &filter.until {
+        sql.push(" AND min_at < ").bind(until.as_str());
+    }
+    let row = db.fetch_optional(&sql).await?;
+    let Some((Some(first), Some(last))) = row.map(|r| (r.get(0).as_int(), r.get(1).as_int()))
+    else {
+        return Ok(None);
+    };
+    let last_seq = (((last + 1) << SPAN_BITS) - 1).min(through);
+    Ok(Some(((first << SPAN_BITS).max(1), last_seq)))
 }
 
 /// The lookup table a filter reads, with its key.
@@ -494,20 +542,21 @@ async fn scan(
     fetch_events(db, sql).await
 }
 
-/// Matching events newest first through a lookup table, below `before`
-/// (at most the indexed seq + 1): block by block, from `before`'s down to
-/// the first, until `limit` are found (a key with fewer events than a page
+/// Matching events newest first through a lookup table, with `lowest <=
+/// seq < before` (`before` at most the indexed seq + 1): block by block,
+/// from `before`'s down to `lowest`'s, until `limit` are found (a key with fewer events than a page
 /// costs one query per block of 65,536 events: 16 on a million).
 async fn look_up(
     db: &Db,
     lookup: &Lookup<'_>,
     filter: &AuditFilter,
-    before: i64,
+    (lowest, before): (i64, i64),
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let mut out = Vec::new();
     let mut block = (before - 1).max(0) >> BLOCK_BITS;
-    while block >= 0 && out.len() < limit {
+    let first_block = lowest.max(0) >> BLOCK_BITS;
+    while block >= first_block && out.len() < limit {
         let mut sql = db.sql();
         sql.push("SELECT ").push(E_COLUMNS);
         match *lookup {
@@ -527,6 +576,9 @@ async fn look_up(
             .bind(block)
             .push(" AND k.seq < ")
             .bind(before);
+        if lowest > 1 {
+            sql.push(" AND k.seq >= ").bind(lowest);
+        }
         push_conditions(&mut sql, filter, "e.");
         sql.push(" ORDER BY k.seq DESC LIMIT ")
             .bind((limit - out.len()) as i64);
@@ -604,22 +656,42 @@ pub async fn index_pending(db: &Db, max: usize) -> Result<usize, StoreError> {
             .push(key)
             .push(", seq ON CONFLICT DO NOTHING");
     };
+    // The time spans: each span's earliest and latest time, merged with
+    // what an earlier chunk filed of the same span.
+    let spans = |sql: &mut Sql, from: &str| {
+        let (least, greatest) = match sql.dialect() {
+            Dialect::Sqlite => ("min", "max"),
+            Dialect::Postgres => ("LEAST", "GREATEST"),
+        };
+        sql.push("INSERT INTO audit_spans (span, min_at, max_at) SELECT seq >> ")
+            .push(&SPAN_BITS.to_string())
+            .push(", MIN(at), MAX(at) FROM ")
+            .push(from)
+            .push(" WHERE seq > ")
+            .bind(through)
+            .push(" AND seq <= ")
+            .bind(last)
+            .push(" GROUP BY 1 ON CONFLICT (span) DO UPDATE SET min_at = ")
+            .push(least)
+            .push("(audit_spans.min_at, excluded.min_at), max_at = ")
+            .push(greatest)
+            .push("(audit_spans.max_at, excluded.max_at)");
+    };
     match tx.dialect() {
         Dialect::Postgres => {
             let mut sql = tx.sql();
-            sql.push("WITH chunk AS MATERIALIZED (SELECT seq, principal_id, partner_id, resource_type, resource_id FROM audit_events WHERE seq > ")
+            sql.push("WITH chunk AS MATERIALIZED (SELECT seq, at, principal_id, partner_id, resource_type, resource_id FROM audit_events WHERE seq > ")
                 .bind(through)
                 .push(" AND seq <= ")
                 .bind(last)
                 .push(")");
-            let (last_table, others) = tables.split_last().unwrap_or((&tables[0], &[]));
-            for (i, (table, key)) in others.iter().enumerate() {
+            for (i, (table, key)) in tables.iter().enumerate() {
                 sql.push(&format!(", k{i} AS ("));
                 insert(&mut sql, table, key, "chunk");
                 sql.push(")");
             }
             sql.push(" ");
-            insert(&mut sql, last_table.0, last_table.1, "chunk");
+            spans(&mut sql, "chunk");
             tx.execute(&sql).await?;
         }
         Dialect::Sqlite => {
@@ -628,6 +700,9 @@ pub async fn index_pending(db: &Db, max: usize) -> Result<usize, StoreError> {
                 insert(&mut sql, table, key, "audit_events");
                 tx.execute(&sql).await?;
             }
+            let mut sql = tx.sql();
+            spans(&mut sql, "audit_events");
+            tx.execute(&sql).await?;
         }
     }
     // An upsert: were the row ever lost, an update would leave the
@@ -684,16 +759,26 @@ pub async fn last_checkpoint(db: &Db) -> Result<i64, StoreError> {
     Ok(db.fetch_optional(&sql).await?.map_or(0, |r| r.int(0)))
 }
 
-/// The first seq recorded at or after `at`, if any (times follow seqs
-/// closely: both grow with every append).
+/// The first seq recorded at or after `at`, if any: the events are read
+/// in seq order from the first time span that can hold one (the events
+/// after the indexed seq when none can).
 pub async fn first_seq_since(db: &Db, at: &str) -> Result<Option<i64>, StoreError> {
+    let through = indexed_through(db).await?;
+    let since = AuditFilter {
+        since: Some(at.to_owned()),
+        ..AuditFilter::default()
+    };
+    let from = match time_bounds(db, &since, through).await? {
+        Some((first, _)) => first,
+        None => through + 1,
+    };
     let mut sql = db.sql();
-    sql.push("SELECT MIN(seq) FROM audit_events WHERE at >= ")
-        .bind(at);
-    Ok(db
-        .fetch_optional(&sql)
-        .await?
-        .and_then(|r| r.get(0).as_int()))
+    sql.push("SELECT seq FROM audit_events WHERE seq >= ")
+        .bind(from)
+        .push(" AND at >= ")
+        .bind(at)
+        .push(" ORDER BY seq LIMIT 1");
+    Ok(db.fetch_optional(&sql).await?.map(|r| r.int(0)))
 }
 
 /// Events with `from <= seq < before`, newest first, at most `limit`:
