@@ -541,6 +541,18 @@ mod tests {
         sql
     }
 
+    /// A fresh database holding an empty table `t`, created and synced.
+    async fn with_table(name: &str) -> (Scratch, Sqlite) {
+        let scratch = Scratch::new(name);
+        let db = scratch.open();
+        write(&db, "CREATE TABLE t (n INTEGER)")
+            .await
+            .wait()
+            .await
+            .expect("durable");
+        (scratch, db)
+    }
+
     async fn write(db: &Sqlite, text: &str) -> Durable {
         let tx = db.begin().await.expect("begin");
         tx.execute(&statement(text)).expect("statement");
@@ -549,13 +561,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_commit_is_acknowledged_once_a_later_sync_has_ended() {
-        let scratch = Scratch::new("synced");
-        let db = scratch.open();
-        write(&db, "CREATE TABLE t (n INTEGER)")
-            .await
-            .wait()
-            .await
-            .expect("durable");
+        let (_scratch, db) = with_table("synced").await;
         let first = write(&db, "INSERT INTO t VALUES (1)").await;
         // The writer is free before the first commit is on disk: a second
         // transaction commits meanwhile.
@@ -581,13 +587,7 @@ mod tests {
 
     #[tokio::test]
     async fn after_a_failed_sync_no_commit_is_acknowledged() {
-        let scratch = Scratch::new("failed");
-        let db = scratch.open();
-        write(&db, "CREATE TABLE t (n INTEGER)")
-            .await
-            .wait()
-            .await
-            .expect("durable");
+        let (_scratch, db) = with_table("failed").await;
         db.sync.fail_next("injected: the disk refused the write");
         let pending = write(&db, "INSERT INTO t VALUES (1)").await;
         let error = pending.wait().await.expect_err("must not be acknowledged");
