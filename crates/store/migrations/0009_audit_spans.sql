@@ -4,8 +4,10 @@
 -- (seq / 1024), the earliest and latest time in it; a time filter reads
 -- only the spans that can hold matching events (their seq range), and
 -- scans the events after the indexed seq as it does for the lookups.
--- Derived data, not in the chain: the indexer files every event again
--- (lookup rows already filed are kept as they are).
+-- Derived data, not in the chain. The spans of the events already stored
+-- are made here, so that the lookups filed so far stay usable; the indexer
+-- merges its own into them (earliest of the earliest, latest of the
+-- latest).
 
 DROP INDEX audit_at;
 
@@ -15,4 +17,5 @@ CREATE TABLE audit_spans (
     max_at TEXT NOT NULL
 );
 
-UPDATE audit_indexed SET through = 0;
+INSERT INTO audit_spans (span, min_at, max_at)
+    SELECT seq >> 10, MIN(at), MAX(at) FROM audit_events GROUP BY seq >> 10;

@@ -896,3 +896,90 @@ pub async fn insert_stored(tx: &mut Tx, events: &[StoredEvent]) -> Result<(), St
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DbOptions;
+
+    /// A trail stored and indexed before the time spans existed (migrated
+    /// to 0008) keeps answering time filters exactly once migrated on: the
+    /// spans of its events are made by the migration, not left to an
+    /// indexer that has already passed them.
+    #[tokio::test]
+    async fn a_trail_indexed_before_the_spans_answers_time_filters() {
+        let dir = std::env::temp_dir().join(format!("partnerdb-spans-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        let path = dir.join("db.sqlite");
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true),
+            )
+            .await
+            .expect("pool");
+        crate::sql::migrator_for(Dialect::Sqlite)
+            .run_to(8, &pool)
+            .await
+            .expect("migrations up to 0008");
+        // 40 events 300 seqs apart (three or four to a span), times out of
+        // seq order, all of them indexed.
+        let at = |i: i64| format!("2026-12-01T10:{:02}:00Z", (i * 17) % 40);
+        let seq = |i: i64| 1 + 300 * i;
+        for i in 0..40 {
+            sqlx::query(
+                "INSERT INTO audit_events (seq, at, kind, action, resource_type, decision, policy_version, detail, prev_hash, hash) \
+                 VALUES (?, ?, 'decision', 'read', 'partner', 'allow', 'v', '{}', '', '')",
+            )
+            .bind(seq(i))
+            .bind(at(i))
+            .execute(&pool)
+            .await
+            .expect("event");
+        }
+        sqlx::query("UPDATE audit_indexed SET through = ?")
+            .bind(seq(39))
+            .execute(&pool)
+            .await
+            .expect("watermark");
+        pool.close().await;
+
+        let url = format!("sqlite://{}", path.display());
+        let db = Db::connect(&url, &DbOptions::default())
+            .await
+            .expect("open");
+        db.migrate().await.expect("migrations from 0009");
+        assert_eq!(indexed_through(&db).await.expect("through"), seq(39));
+        for (since, until) in [
+            (Some(at(3)), None),
+            (None, Some(at(5))),
+            (Some(at(2)), Some(at(9))),
+            (Some("2026-12-01T11:00:00Z".to_owned()), None),
+        ] {
+            let expected: Vec<i64> = (0..40)
+                .rev()
+                .filter(|&i| since.as_ref().is_none_or(|s| at(i) >= *s))
+                .filter(|&i| until.as_ref().is_none_or(|u| at(i) < *u))
+                .map(seq)
+                .collect();
+            let filter = AuditFilter {
+                since: since.clone(),
+                until: until.clone(),
+                ..AuditFilter::default()
+            };
+            let got: Vec<i64> = list(&db, &filter, None, 100)
+                .await
+                .expect("list")
+                .iter()
+                .map(|s| s.event.seq)
+                .collect();
+            assert_eq!(got, expected, "since {since:?} until {until:?}");
+        }
+        let first = (0..40).filter(|&i| at(i) >= at(7)).map(seq).min();
+        assert_eq!(first_seq_since(&db, &at(7)).await.expect("first"), first);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

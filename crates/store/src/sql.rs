@@ -263,7 +263,7 @@ impl Default for DbOptions {
 /// named for the other dialect (`sqlite_…` runs on SQLite only,
 /// `postgres_…` on PostgreSQL only), for what the two cannot say in one
 /// statement (SQLite's rowid and WITHOUT ROWID tables).
-fn migrator_for(dialect: Dialect) -> sqlx::migrate::Migrator {
+pub(crate) fn migrator_for(dialect: Dialect) -> sqlx::migrate::Migrator {
     let mut migrator = sqlx::migrate!("./migrations");
     let other = match dialect {
         Dialect::Sqlite => "postgres ",
