@@ -395,7 +395,9 @@ pub struct AuditFilter {
 /// the lookup tables for events up to [`indexed_through`] and scans the
 /// events after it (the few the indexer has not reached); the two parts
 /// meet at that seq, so none is missed or given twice while the indexer
-/// moves on. Other filters scan the events newest first.
+/// moves on. A time range narrows the indexed part to the seqs of the
+/// time spans that can hold matching events. Other filters scan the
+/// events newest first.
 pub async fn list(
     db: &Db,
     filter: &AuditFilter,
@@ -418,7 +420,14 @@ pub async fn list(
     let mut below = before.map_or(through + 1, |b| b.min(through + 1));
     let mut lowest = 1;
     if timed {
-        match time_bounds(db, filter, through).await? {
+        match time_bounds(
+            db,
+            filter.since.as_deref(),
+            filter.until.as_deref(),
+            through,
+        )
+        .await?
+        {
             Some((first, last)) => {
                 lowest = first;
                 below = below.min(last + 1);
@@ -436,23 +445,25 @@ pub async fn list(
     Ok(out)
 }
 
-/// The seqs, up to `through`, that can hold events of the filter's time
-/// range: from the first span whose latest time is at or after `since`
-/// to the last span whose earliest time is before `until` (None: no span
-/// can). Exact whatever the order of times within and across spans: a
-/// span is left out only when none of its events can match.
+/// The seqs, up to `through`, that can hold events at or after `since`
+/// and before `until`: from the first span whose latest time is at or
+/// after `since` to the last span whose earliest time is before `until`
+/// (None: no span can). Exact whatever the order of times within and
+/// across spans: a span is left out only when none of its events can
+/// match.
 async fn time_bounds(
     db: &Db,
-    filter: &AuditFilter,
+    since: Option<&str>,
+    until: Option<&str>,
     through: i64,
 ) -> Result<Option<(i64, i64)>, StoreError> {
     let mut sql = db.sql();
     sql.push("SELECT MIN(span), MAX(span) FROM audit_spans WHERE 1 = 1");
-    if let Some(since) = &filter.since {
-        sql.push(" AND max_at >= ").bind(since.as_str());
+    if let Some(since) = since {
+        sql.push(" AND max_at >= ").bind(since);
     }
-    if let Some(until) = &filter.until {
-        sql.push(" AND min_at < ").bind(until.as_str());
+    if let Some(until) = until {
+        sql.push(" AND min_at < ").bind(until);
     }
     let row = db.fetch_optional(&sql).await?;
     let Some((Some(first), Some(last))) = row.map(|r| (r.get(0).as_int(), r.get(1).as_int()))
@@ -544,8 +555,9 @@ async fn scan(
 
 /// Matching events newest first through a lookup table, with `lowest <=
 /// seq < before` (`before` at most the indexed seq + 1): block by block,
-/// from `before`'s down to `lowest`'s, until `limit` are found (a key with fewer events than a page
-/// costs one query per block of 65,536 events: 16 on a million).
+/// from `before`'s down to `lowest`'s, until `limit` are found (a key
+/// with fewer events than a page costs one query per block of 65,536
+/// events: 16 on a million).
 async fn look_up(
     db: &Db,
     lookup: &Lookup<'_>,
@@ -764,11 +776,7 @@ pub async fn last_checkpoint(db: &Db) -> Result<i64, StoreError> {
 /// after the indexed seq when none can).
 pub async fn first_seq_since(db: &Db, at: &str) -> Result<Option<i64>, StoreError> {
     let through = indexed_through(db).await?;
-    let since = AuditFilter {
-        since: Some(at.to_owned()),
-        ..AuditFilter::default()
-    };
-    let from = match time_bounds(db, &since, through).await? {
+    let from = match time_bounds(db, Some(at), None, through).await? {
         Some((first, _)) => first,
         None => through + 1,
     };
@@ -908,9 +916,8 @@ mod tests {
     /// indexer that has already passed them.
     #[tokio::test]
     async fn a_trail_indexed_before_the_spans_answers_time_filters() {
-        let dir = std::env::temp_dir().join(format!("partnerdb-spans-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        let path = dir.join("db.sqlite");
+        let scratch = crate::scratch::Scratch::new("spans");
+        let path = scratch.file();
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(
@@ -979,7 +986,5 @@ mod tests {
         }
         let first = (0..40).filter(|&i| at(i) >= at(7)).map(seq).min();
         assert_eq!(first_seq_since(&db, &at(7)).await.expect("first"), first);
-        drop(db);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

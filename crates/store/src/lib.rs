@@ -22,6 +22,39 @@ pub mod sql;
 mod sqlite;
 pub mod workflows;
 
+#[cfg(test)]
+pub(crate) mod scratch {
+    //! A directory of its own for a test's database file, removed on drop.
+
+    use std::path::PathBuf;
+
+    /// The directory; `file` names the database in it.
+    pub(crate) struct Scratch(PathBuf);
+
+    impl Scratch {
+        pub(crate) fn new(name: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!(
+                "partnerdb-{name}-{}-{}",
+                std::process::id(),
+                uuid::Uuid::new_v4()
+            ));
+            std::fs::create_dir_all(&dir).expect("scratch directory");
+            Scratch(dir)
+        }
+
+        /// The database file's path.
+        pub(crate) fn file(&self) -> PathBuf {
+            self.0.join("db.sqlite")
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 pub use sql::{Db, DbOptions, Dialect, Durable, Row, Sql, Tx, Value};
 
 /// Why a storage operation failed.

@@ -508,31 +508,11 @@ fn query(conn: &Connection, sql: &Sql) -> rusqlite::Result<Vec<Row>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch::Scratch;
 
-    /// A fresh database in a directory of its own, removed on drop.
-    struct Scratch(std::path::PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Scratch {
-            let dir = std::env::temp_dir().join(format!(
-                "partnerdb-sqlite-{name}-{}-{}",
-                std::process::id(),
-                uuid::Uuid::new_v4()
-            ));
-            std::fs::create_dir_all(&dir).expect("scratch directory");
-            Scratch(dir)
-        }
-
-        fn open(&self) -> Sqlite {
-            let path = self.0.join("db.sqlite");
-            Sqlite::open(path.to_str().expect("utf-8 path")).expect("open")
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// A fresh database in a scratch directory.
+    fn open(scratch: &Scratch) -> Sqlite {
+        Sqlite::open(scratch.file().to_str().expect("utf-8 path")).expect("open")
     }
 
     fn statement(text: &str) -> Sql {
@@ -544,7 +524,7 @@ mod tests {
     /// A fresh database holding an empty table `t`, created and synced.
     async fn with_table(name: &str) -> (Scratch, Sqlite) {
         let scratch = Scratch::new(name);
-        let db = scratch.open();
+        let db = open(&scratch);
         write(&db, "CREATE TABLE t (n INTEGER)")
             .await
             .wait()
@@ -576,7 +556,7 @@ mod tests {
     #[tokio::test]
     async fn a_schema_change_is_synced_like_any_commit() {
         let scratch = Scratch::new("ddl");
-        let db = scratch.open();
+        let db = open(&scratch);
         let created = write(&db, "CREATE TABLE t (n INTEGER)").await;
         assert_eq!(
             created.ticket, 1,
