@@ -22,11 +22,13 @@ use partnerdb_policy::{Decision, FieldClass, FieldSet};
 use partnerdb_store::audit::{self as store, NewEvent};
 use partnerdb_store::records::Record;
 use partnerdb_store::{Db, Durable, StoreError, Tx, Value};
+use serde::ser::{Serialize, SerializeMap as _, Serializer};
 use serde_json::{Map, Value as Json, json};
+use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Service;
-use crate::auth::Caller;
+use crate::auth::{Caller, RequestInfo};
 use crate::codec::to_json;
 use crate::error::ServiceError;
 
@@ -245,52 +247,176 @@ pub(crate) fn service_allow() -> Decision {
     }
 }
 
-/// The decision input of a request on a record, in the batch format of
-/// `partnerdb authorize`, so that a recorded decision can be replayed
-/// against another policy.
-pub fn input(caller: &Caller, action: &str, resource: Json, elevated: bool) -> Json {
-    json!({
-        "principal": {
-            "id": caller.principal.id,
-            "roles": caller.principal.roles,
-            "partner_id": caller.principal.partner_id,
-            "attrs": caller.principal.attrs,
-        },
-        "action": action,
-        "resource": resource,
-        "elevated": elevated,
-        "elevation": if elevated { caller.elevation.as_ref().map(|e| e.id.as_str()) } else { None },
-    })
+/// The decision input of a request, in the batch format of `partnerdb
+/// authorize`, so that a recorded decision can be replayed against another
+/// policy. Written straight into the event's detail (no JSON tree is built
+/// on the way: every read makes one).
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    caller: &'a Caller,
+    action: &'a str,
+    resource: Target<'a>,
+    elevated: bool,
 }
 
-/// A record as a decision input: type, id, partner, owner and the
-/// attributes conditions see (general fields, the partner's region and
-/// tier). No personal data: pii fields are not attributes.
-pub fn record_input(record: &Record) -> Json {
-    let table = record.table();
-    let mut attrs = Map::new();
-    for (column, value) in table.columns.iter().zip(&record.values) {
-        if column.class == FieldClass::General
-            && let Some(text) = value.as_text()
-        {
-            attrs.insert(column.name.into(), Json::from(text));
+/// What a decision input is about: the resource of the request.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    /// A record: type, id, partner, owner and the attributes conditions
+    /// see (general fields, the partner's region and tier). No personal
+    /// data: pii fields are not attributes.
+    Record(&'a Record),
+    /// An object named by its type and, if it has one, its id.
+    Object(&'a str, Option<&'a str>),
+}
+
+/// The input of `caller`'s request to `action` on `resource`.
+pub fn input<'a>(
+    caller: &'a Caller,
+    action: &'a str,
+    resource: Target<'a>,
+    elevated: bool,
+) -> Input<'a> {
+    Input {
+        caller,
+        action,
+        resource,
+        elevated,
+    }
+}
+
+impl Serialize for Input<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let principal = &self.caller.principal;
+        let elevation = if self.elevated {
+            self.caller.elevation.as_ref().map(|e| e.id.as_str())
+        } else {
+            None
+        };
+        // Keys in order, as a JSON object's are everywhere in the trail.
+        let mut map = serializer.serialize_map(Some(5))?;
+        map.serialize_entry("action", self.action)?;
+        map.serialize_entry("elevated", &self.elevated)?;
+        map.serialize_entry("elevation", &elevation)?;
+        map.serialize_entry(
+            "principal",
+            &Object(&[
+                ("attrs", Piece::Attrs(&principal.attrs)),
+                ("id", Piece::Str(&principal.id)),
+                ("partner_id", Piece::OptStr(principal.partner_id.as_deref())),
+                ("roles", Piece::Strs(&principal.roles)),
+            ]),
+        )?;
+        map.serialize_entry("resource", &self.resource)?;
+        map.end()
+    }
+}
+
+impl Serialize for Target<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Target::Record(record) => Object(&[
+                ("attrs", Piece::RecordAttrs(record)),
+                ("id", Piece::Str(&record.id)),
+                ("owner", Piece::OptStr(record.owner.as_deref())),
+                ("partner_id", Piece::Str(&record.partner_id)),
+                ("type", Piece::Str(record.kind.name())),
+            ])
+            .serialize(serializer),
+            Target::Object(kind, Some(id)) => {
+                Object(&[("id", Piece::Str(id)), ("type", Piece::Str(kind))]).serialize(serializer)
+            }
+            Target::Object(kind, None) => {
+                Object(&[("type", Piece::Str(kind))]).serialize(serializer)
+            }
         }
     }
+}
+
+/// A record's attributes, in key order: its general text fields, then (a
+/// child's) its partner's region and tier, a later one replacing an
+/// earlier one of the same name.
+fn record_attrs(record: &Record) -> SmallVec<[(&str, &str); 16]> {
+    let table = record.table();
+    let mut attrs: SmallVec<[(&str, &str); 16]> = table
+        .columns
+        .iter()
+        .zip(&record.values)
+        .filter(|(column, _)| column.class == FieldClass::General)
+        .filter_map(|(column, value)| Some((column.name, value.as_text()?)))
+        .collect();
     if table.is_child() {
         if let Some(region) = &record.partner_region {
-            attrs.insert("region".into(), Json::from(region.as_str()));
+            attrs.push(("region", region.as_str()));
         }
         if let Some(tier) = &record.partner_tier {
-            attrs.insert("tier".into(), Json::from(tier.as_str()));
+            attrs.push(("tier", tier.as_str()));
         }
     }
-    json!({
-        "type": record.kind.name(),
-        "id": record.id,
-        "partner_id": record.partner_id,
-        "owner": record.owner,
-        "attrs": attrs,
-    })
+    last_of_each(attrs)
+}
+
+/// Sorts `(key, value)` pairs by key (stably) and keeps the last pair of
+/// each key: what inserting them in turn into a map gives.
+fn last_of_each<'a, V, A: smallvec::Array<Item = (&'a str, V)>>(
+    mut pairs: SmallVec<A>,
+) -> SmallVec<A> {
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = SmallVec::new();
+    let mut pairs = pairs.into_iter().peekable();
+    while let Some(pair) = pairs.next() {
+        if pairs.peek().is_none_or(|next| next.0 != pair.0) {
+            out.push(pair);
+        }
+    }
+    out
+}
+
+/// A value in an event's detail, serialized as it is found.
+#[derive(Clone, Copy, Debug)]
+enum Piece<'a> {
+    Str(&'a str),
+    OptStr(Option<&'a str>),
+    Bool(bool),
+    Strs(&'a [String]),
+    Attrs(&'a std::collections::BTreeMap<String, String>),
+    RecordAttrs(&'a Record),
+    Input(&'a Input<'a>),
+    Request(&'a RequestInfo),
+    Json(&'a Json),
+}
+
+impl Serialize for Piece<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Piece::Str(text) => serializer.serialize_str(text),
+            Piece::OptStr(text) => text.serialize(serializer),
+            Piece::Bool(flag) => serializer.serialize_bool(flag),
+            Piece::Strs(texts) => texts.serialize(serializer),
+            Piece::Attrs(attrs) => attrs.serialize(serializer),
+            Piece::RecordAttrs(record) => {
+                let attrs = record_attrs(record);
+                serializer.collect_map(attrs.iter().map(|&(k, v)| (k, v)))
+            }
+            Piece::Input(input) => input.serialize(serializer),
+            Piece::Request(request) => Object(&[
+                ("id", Piece::Str(&request.id)),
+                ("method", Piece::Str(&request.method)),
+                ("route", Piece::Str(&request.route)),
+            ])
+            .serialize(serializer),
+            Piece::Json(value) => value.serialize(serializer),
+        }
+    }
+}
+
+/// A JSON object of pieces, its keys given in order.
+struct Object<'s, 'a>(&'s [(&'a str, Piece<'a>)]);
+
+impl Serialize for Object<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(key, piece)| (key, piece)))
+    }
 }
 
 /// The fields that differ between two versions of a record (either may be
@@ -363,23 +489,6 @@ fn change_entry(
     Json::Object(entry)
 }
 
-/// The `matched` grants or the deny reason of a decision.
-fn outcome(caller: &Caller, decision: &Decision, reason: Option<String>) -> (Vec<String>, Json) {
-    if decision.allowed {
-        let matched: Vec<String> = decision
-            .matched
-            .iter()
-            .map(|&g| caller.policy.label(g).to_owned())
-            .collect();
-        (matched.clone(), json!({"matched": matched}))
-    } else {
-        (
-            Vec::new(),
-            json!({"reason": reason.unwrap_or_else(|| "denied".into()), "denial": decision.denial.map(|d| d.code())}),
-        )
-    }
-}
-
 /// What an event says, before it is given its place in the chain.
 #[derive(Debug)]
 pub struct Draft<'a> {
@@ -398,36 +507,63 @@ pub struct Draft<'a> {
     /// The deny reason, for a deny.
     pub reason: Option<String>,
     /// The decision input (batch format).
-    pub input: Json,
+    pub input: Input<'a>,
     /// Further detail (changes, list size, …), merged into the detail.
     pub extra: Json,
+}
+
+/// An event's detail (the request, the matched grants or the deny
+/// reason, the decision input, whether the policy decided, and the
+/// draft's extra keys, which may replace any of these), as JSON text with
+/// its keys in order, and the labels of the grants that matched.
+fn detail(caller: &Caller, draft: &Draft<'_>) -> (String, Vec<String>) {
+    let decision = draft.decision;
+    let matched: Vec<String> = if decision.allowed {
+        decision
+            .matched
+            .iter()
+            .map(|&g| caller.policy.label(g).to_owned())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // Whether the policy made this decision (a replay can reproduce it),
+    // or the service did (a missing record, the maker-checker rule, a
+    // field check).
+    let engine = if decision.allowed {
+        !decision.matched.is_empty()
+    } else {
+        decision.denial.is_some()
+    };
+    let mut entries: SmallVec<[(&str, Piece<'_>); 12]> = SmallVec::new();
+    entries.push(("request", Piece::Request(&caller.request)));
+    if decision.allowed {
+        entries.push(("matched", Piece::Strs(&matched)));
+    } else {
+        entries.push((
+            "reason",
+            Piece::Str(draft.reason.as_deref().unwrap_or("denied")),
+        ));
+        entries.push(("denial", Piece::OptStr(decision.denial.map(|d| d.code()))));
+    }
+    entries.push(("input", Piece::Input(&draft.input)));
+    entries.push(("engine", Piece::Bool(engine)));
+    if let Json::Object(extra) = &draft.extra {
+        entries.extend(
+            extra
+                .iter()
+                .map(|(key, value)| (key.as_str(), Piece::Json(value))),
+        );
+    }
+    let text = detail_text(&Object(&last_of_each(entries)));
+    (text, matched)
 }
 
 impl Service {
     /// An event for `caller` from a draft.
     pub fn event(&self, caller: &Caller, draft: Draft<'_>) -> NewEvent {
-        let (matched, outcome) = outcome(caller, draft.decision, draft.reason);
-        let mut detail = Map::new();
-        detail.insert(
-            "request".into(),
-            json!({"id": caller.request.id, "method": caller.request.method, "route": caller.request.route}),
-        );
-        if let Json::Object(outcome) = outcome {
-            detail.extend(outcome);
-        }
-        detail.insert("input".into(), draft.input);
-        // Whether the policy made this decision (a replay can reproduce
-        // it), or the service did (a missing record, the maker-checker
-        // rule, a field check).
-        let engine = if draft.decision.allowed {
-            !draft.decision.matched.is_empty()
-        } else {
-            draft.decision.denial.is_some()
-        };
-        detail.insert("engine".into(), Json::Bool(engine));
-        if let Json::Object(extra) = draft.extra {
-            detail.extend(extra);
-        }
+        let (detail, matched) = detail(caller, &draft);
+        let decision = draft.decision;
         NewEvent {
             at: self.now_text(),
             kind: draft.kind.to_owned(),
@@ -436,14 +572,9 @@ impl Service {
             resource_type: draft.resource_type.to_owned(),
             resource_id: draft.resource_id.map(str::to_owned),
             partner_id: draft.partner_id.map(str::to_owned),
-            decision: if draft.decision.allowed {
-                "allow"
-            } else {
-                "deny"
-            }
-            .to_owned(),
+            decision: if decision.allowed { "allow" } else { "deny" }.to_owned(),
             policy_version: caller.policy_version.to_string(),
-            detail: Json::Object(detail).to_string(),
+            detail,
             matched,
         }
     }
@@ -479,7 +610,7 @@ impl Service {
                 input: input(
                     caller,
                     action,
-                    json!({"type": resource_type, "id": id}),
+                    Target::Object(resource_type, Some(id)),
                     false,
                 ),
                 extra: json!({}),
@@ -539,10 +670,23 @@ impl Service {
 }
 
 /// The input of a record decision.
-pub fn record_decision_input(caller: &Caller, action: &str, record: &Record) -> Json {
+pub fn record_decision_input<'a>(
+    caller: &'a Caller,
+    action: &'a str,
+    record: &'a Record,
+) -> Input<'a> {
     let elevated = partnerdb_policy::Action::parse(action)
         .is_some_and(|a| caller.elevated_for(record.kind, a, Some(&record.partner_id)));
-    input(caller, action, record_input(record), elevated)
+    input(caller, action, Target::Record(record), elevated)
+}
+
+/// The JSON text of an event's detail.
+fn detail_text(detail: &Object<'_, '_>) -> String {
+    #[expect(
+        clippy::expect_used,
+        reason = "a detail holds only strings, booleans, arrays and objects keyed by strings: serde_json cannot refuse it"
+    )]
+    serde_json::to_string(detail).expect("an event's detail serializes")
 }
 
 /// Why a chain did not verify.
@@ -643,4 +787,224 @@ pub async fn verify(
         head,
         checkpoints: count,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use partnerdb_policy::{Action, Denial, GrantRef, ResourceType};
+    use partnerdb_store::principals::PrincipalRow;
+
+    use super::*;
+    use crate::auth::ActiveElevation;
+
+    /// The detail as the trail built it before it was written straight to
+    /// text: a JSON tree of maps, printed (the reference).
+    fn reference(caller: &Caller, draft: &Draft<'_>, resource: Json) -> String {
+        let decision = draft.decision;
+        let mut detail = Map::new();
+        detail.insert(
+            "request".into(),
+            json!({"id": caller.request.id, "method": caller.request.method, "route": caller.request.route}),
+        );
+        if decision.allowed {
+            let matched: Vec<&str> = decision
+                .matched
+                .iter()
+                .map(|&g| caller.policy.label(g))
+                .collect();
+            detail.insert("matched".into(), json!(matched));
+        } else {
+            detail.insert(
+                "reason".into(),
+                json!(draft.reason.clone().unwrap_or_else(|| "denied".into())),
+            );
+            detail.insert("denial".into(), json!(decision.denial.map(|d| d.code())));
+        }
+        let elevated = draft.input.elevated;
+        detail.insert(
+            "input".into(),
+            json!({
+                "principal": {
+                    "id": caller.principal.id,
+                    "roles": caller.principal.roles,
+                    "partner_id": caller.principal.partner_id,
+                    "attrs": caller.principal.attrs,
+                },
+                "action": draft.input.action,
+                "resource": resource,
+                "elevated": elevated,
+                "elevation": if elevated { caller.elevation.as_ref().map(|e| e.id.as_str()) } else { None },
+            }),
+        );
+        let engine = if decision.allowed {
+            !decision.matched.is_empty()
+        } else {
+            decision.denial.is_some()
+        };
+        detail.insert("engine".into(), Json::Bool(engine));
+        if let Json::Object(extra) = &draft.extra {
+            detail.extend(extra.clone());
+        }
+        Json::Object(detail).to_string()
+    }
+
+    /// A record as the reference's decision input has it.
+    fn reference_record(record: &Record) -> Json {
+        let table = record.table();
+        let mut attrs = Map::new();
+        for (column, value) in table.columns.iter().zip(&record.values) {
+            if column.class == FieldClass::General
+                && let Some(text) = value.as_text()
+            {
+                attrs.insert(column.name.into(), Json::from(text));
+            }
+        }
+        if table.is_child() {
+            if let Some(region) = &record.partner_region {
+                attrs.insert("region".into(), Json::from(region.as_str()));
+            }
+            if let Some(tier) = &record.partner_tier {
+                attrs.insert("tier".into(), Json::from(tier.as_str()));
+            }
+        }
+        json!({"type": record.kind.name(), "id": record.id, "partner_id": record.partner_id, "owner": record.owner, "attrs": attrs})
+    }
+
+    fn caller(partner: Option<&str>, elevation: bool) -> Caller {
+        let policy = crate::compile(crate::STARTER_POLICY).expect("the starter policy compiles");
+        let principal = PrincipalRow {
+            id: "u-1\"x".into(),
+            kind: "user".into(),
+            name: "Ana".into(),
+            partner_id: partner.map(str::to_owned),
+            attrs: BTreeMap::from([
+                ("region".into(), "emea".into()),
+                ("a\u{e9}".into(), "\\v".into()),
+            ]),
+            created_at: "2026-01-01T00:00:00.000000Z".into(),
+            roles: vec!["admin".into(), "partner_manager".into()],
+        };
+        let mut caller = Caller::new(principal, Arc::new(policy), "v7".into());
+        caller.request = RequestInfo {
+            id: "req-1".into(),
+            method: "GET".into(),
+            route: "/v1/partners/{id}".into(),
+        };
+        if elevation {
+            caller.elevation = Some(Arc::new(ActiveElevation {
+                id: "el-1".into(),
+                permissions: vec![(ResourceType::Partner, Action::Read)],
+                partner_id: None,
+                expires_at: String::new(),
+            }));
+        }
+        caller
+    }
+
+    /// A record of `kind` with text in every column but one, which is NULL,
+    /// and numbers where the column holds them.
+    fn sample(kind: ResourceType, tier: Option<&str>) -> Record {
+        let columns = partnerdb_store::schema::Table::of(kind).map_or(&[][..], |t| t.columns);
+        let values = columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| match column.kind {
+                _ if i == 1 => Value::Null,
+                partnerdb_store::schema::Kind::Money | partnerdb_store::schema::Kind::Rate => {
+                    Value::Int(10 + i as i64)
+                }
+                _ => Value::Text(format!("v{i}\"\u{e9}")),
+            })
+            .collect();
+        Record {
+            kind,
+            id: "r1".into(),
+            partner_id: "p1".into(),
+            owner: (kind != ResourceType::Contact).then(|| "u-2".into()),
+            version: 1,
+            values,
+            partner_region: Some("emea".into()),
+            partner_tier: tier.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn details_are_written_as_the_json_tree_printed_them() {
+        let grants: partnerdb_policy::engine::Matched = [
+            GrantRef { role: 0, grant: 0 },
+            GrantRef { role: 1, grant: 2 },
+        ]
+        .into_iter()
+        .collect();
+        let decisions = [
+            Decision {
+                allowed: true,
+                fields: FieldSet::EMPTY,
+                matched: grants.clone(),
+                denial: None,
+            },
+            service_allow(),
+            Decision {
+                allowed: false,
+                fields: FieldSet::EMPTY,
+                matched: grants,
+                denial: Some(Denial::ElevationRequired),
+            },
+            service_refusal(),
+        ];
+        let extras = [
+            json!({}),
+            json!({"list": {"returned": 20, "filters": "a=b"}, "changes": [{"field": "name"}]}),
+            // Extra keys replace the event's own.
+            json!({"engine": "replaced", "input": null, "zz": 1}),
+        ];
+        let mut checked = 0;
+        for (partner, elevation) in [(None, false), (Some("p1"), true)] {
+            let caller = caller(partner, elevation);
+            for decision in &decisions {
+                for reason in [None, Some("no grant \"covers\" it".to_owned())] {
+                    for extra in &extras {
+                        let mut targets = vec![
+                            (
+                                Target::Object("policy", Some("7")),
+                                json!({"type": "policy", "id": "7"}),
+                            ),
+                            (
+                                Target::Object("transaction", None),
+                                json!({"type": "transaction"}),
+                            ),
+                        ];
+                        let records: Vec<Record> = partnerdb_store::schema::RECORD_TYPES
+                            .iter()
+                            .flat_map(|&kind| [sample(kind, None), sample(kind, Some("gold"))])
+                            .collect();
+                        targets.extend(
+                            records
+                                .iter()
+                                .map(|r| (Target::Record(r), reference_record(r))),
+                        );
+                        for (target, resource) in targets {
+                            let draft = Draft {
+                                kind: "decision",
+                                action: "read",
+                                resource_type: "partner",
+                                resource_id: None,
+                                partner_id: None,
+                                decision,
+                                reason: reason.clone(),
+                                input: input(&caller, "read", target, elevation),
+                                extra: extra.clone(),
+                            };
+                            let (text, _) = detail(&caller, &draft);
+                            assert_eq!(text, reference(&caller, &draft, resource), "{draft:?}");
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 100, "{checked}");
+    }
 }

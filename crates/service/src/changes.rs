@@ -15,7 +15,7 @@ use partnerdb_store::{Tx, Value};
 use serde_json::{Map, Value as Json, json};
 
 use crate::Service;
-use crate::audit::{self, service_allow, service_refusal};
+use crate::audit::{self, Target, service_allow, service_refusal};
 use crate::auth::Caller;
 use crate::codec::{object, only, to_json};
 use crate::error::ServiceError;
@@ -464,7 +464,7 @@ impl Service {
                 input: audit::input(
                     caller,
                     "read",
-                    json!({"type": "change_request"}),
+                    Target::Object("change_request", None),
                     caller.elevated_for(ResourceType::Contract, Action::Read, None),
                 ),
                 extra: json!({"returned": items.len()}),

@@ -20,7 +20,7 @@ use rand::RngCore as _;
 use serde_json::{Value as Json, json};
 
 use crate::Service;
-use crate::audit::{self, Draft, service_allow, service_refusal};
+use crate::audit::{self, Draft, Target, service_allow, service_refusal};
 use crate::auth::{ActiveElevation, Caller, token_hash};
 use crate::codec::{object, only};
 use crate::error::ServiceError;
@@ -237,12 +237,7 @@ impl Service {
                 partner_id: partner,
                 decision,
                 reason,
-                input: audit::input(
-                    caller,
-                    action,
-                    json!({"type": "elevation", "id": id}),
-                    false,
-                ),
+                input: audit::input(caller, action, Target::Object("elevation", Some(id)), false),
                 extra,
             },
         )

@@ -18,6 +18,7 @@ use partnerdb_store::metrics as store;
 use serde_json::{Value as Json, json};
 
 use crate::Service;
+use crate::audit::Target;
 use crate::auth::Caller;
 use crate::error::ServiceError;
 
@@ -187,7 +188,7 @@ impl Service {
                 partner_id: None,
                 decision: &decision,
                 reason,
-                input: crate::audit::input(caller, "read", json!({"type": "metrics", "id": "partner-performance"}), caller.elevated_for(ResourceType::Metrics, Action::Read, None)),
+                input: crate::audit::input(caller, "read", Target::Object("metrics", Some("partner-performance")), caller.elevated_for(ResourceType::Metrics, Action::Read, None)),
                 extra: json!({"params": params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()}),
             },
         );

@@ -23,7 +23,7 @@ use partnerdb_store::policies::{self as store, PolicyVersionRow};
 use partnerdb_store::{Db, StoreError, principals as store_principals};
 use serde_json::{Value as Json, json};
 
-use crate::audit::{self, Draft};
+use crate::audit::{self, Draft, Target};
 use crate::auth::Caller;
 use crate::codec::{object, only};
 use crate::error::ServiceError;
@@ -286,7 +286,7 @@ impl Service {
                 input: audit::input(
                     caller,
                     action,
-                    json!({"type": "policy", "id": id}),
+                    Target::Object("policy", Some(id)),
                     caller.elevated_for(
                         ResourceType::Policy,
                         Action::parse(action).unwrap_or(Action::Read),

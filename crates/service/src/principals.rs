@@ -13,7 +13,7 @@ use partnerdb_store::{Dialect, StoreError, Tx, records};
 use serde_json::{Value as Json, json};
 
 use crate::Service;
-use crate::audit::{self, Draft};
+use crate::audit::{self, Draft, Target};
 use crate::auth::{self, Caller};
 use crate::codec::{object, only};
 use crate::error::ServiceError;
@@ -221,7 +221,7 @@ impl Service {
                 input: audit::input(
                     caller,
                     action.name(),
-                    json!({"type": "principal", "id": id}),
+                    Target::Object("principal", Some(id)),
                     caller.elevated_for(ResourceType::Principal, action, None),
                 ),
                 extra: change,

@@ -16,7 +16,7 @@ use partnerdb_store::{StoreError, Tx, Value, principals};
 use serde_json::Value as Json;
 
 use crate::Service;
-use crate::audit::{self, Draft, service_allow, service_refusal};
+use crate::audit::{self, Draft, Target, service_allow, service_refusal};
 use crate::auth::Caller;
 use crate::codec::{ColumnValue, from_json, normalize_timestamp, object};
 use crate::error::ServiceError;
@@ -288,7 +288,7 @@ impl Service {
                 input: audit::input(
                     caller,
                     action.name(),
-                    json!({"type": kind.name(), "id": id}),
+                    Target::Object(kind.name(), Some(id)),
                     caller.elevated_for(kind, action, None),
                 ),
                 extra: json!({}),
@@ -318,7 +318,7 @@ impl Service {
                 input: audit::input(
                     caller,
                     "read",
-                    json!({"type": kind.name()}),
+                    Target::Object(kind.name(), None),
                     caller.elevated_for(kind, Action::Read, None),
                 ),
                 extra,
@@ -680,7 +680,7 @@ impl Service {
                             input: audit::input(
                                 caller,
                                 "create",
-                                json!({"type": kind.name(), "id": id}),
+                                Target::Object(kind.name(), Some(&id)),
                                 caller.elevated_for(kind, Action::Create, partner.as_deref()),
                             ),
                             extra: json!({"idempotent_replay": true}),

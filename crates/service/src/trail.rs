@@ -9,7 +9,7 @@ use partnerdb_store::records::After;
 use serde_json::{Value as Json, json};
 
 use crate::Service;
-use crate::audit::Draft;
+use crate::audit::{Draft, Target};
 use crate::auth::Caller;
 use crate::error::ServiceError;
 
@@ -45,7 +45,7 @@ impl Service {
                 input: crate::audit::input(
                     caller,
                     "read",
-                    json!({"type": "audit", "id": what}),
+                    Target::Object("audit", Some(what)),
                     caller.elevated_for(ResourceType::Audit, Action::Read, None),
                 ),
                 extra: json!({}),

@@ -19,7 +19,7 @@ use partnerdb_store::workflows::{self as store, WorkflowRow};
 use serde_json::{Map, Value as Json, json};
 
 use crate::Service;
-use crate::audit::{self, Draft, service_allow, service_refusal};
+use crate::audit::{self, Draft, Target, service_allow, service_refusal};
 use crate::auth::Caller;
 use crate::codec::{object, only};
 use crate::error::ServiceError;
@@ -103,7 +103,7 @@ impl Service {
                 partner_id: partner,
                 decision,
                 reason,
-                input: audit::input(caller, action, json!({"type": "workflow", "id": id}), false),
+                input: audit::input(caller, action, Target::Object("workflow", Some(id)), false),
                 extra,
             },
         )

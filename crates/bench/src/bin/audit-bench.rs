@@ -92,6 +92,17 @@ fn event(i: usize) -> NewEvent {
     }
 }
 
+/// CPU time this process has used (user and system), from
+/// `/proc/self/stat`; `None` where that cannot be read.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 async fn open(url: &str) -> anyhow::Result<Db> {
     let options = DbOptions {
         max_connections: 8,
@@ -126,6 +137,7 @@ async fn append(args: &Args) -> anyhow::Result<()> {
         writer.write(event(i)).await?;
     }
     let per_producer = total / args.producers;
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for p in 0..args.producers {
@@ -148,15 +160,23 @@ async fn append(args: &Args) -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let indexed = started.elapsed();
+    let cpu = cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     indexer.abort();
     println!(
         "group commit: {written} events, {} producers, {:.2} s, {:.0} events/s; \
-         indexed {:.2} s after the start ({:.0} events/s appended and indexed)",
+         indexed {:.2} s after the start ({:.0} events/s appended and indexed); \
+         CPU {}",
         args.producers,
         elapsed.as_secs_f64(),
         written as f64 / elapsed.as_secs_f64(),
         indexed.as_secs_f64(),
-        written as f64 / indexed.as_secs_f64()
+        written as f64 / indexed.as_secs_f64(),
+        cpu.map_or("unknown".to_owned(), |cpu| format!(
+            "{cpu:.2} s, {:.1} µs an event",
+            cpu * 1e6 / written as f64
+        ))
     );
 
     // For contrast: one durable transaction per event, one producer.
