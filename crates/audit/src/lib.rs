@@ -87,6 +87,63 @@ fn put_opt(out: &mut impl Sink, field: Option<&str>) {
 }
 
 impl Event {
+    /// The event's fields, borrowed.
+    pub fn view(&self) -> EventRef<'_> {
+        EventRef {
+            seq: self.seq,
+            at: &self.at,
+            kind: &self.kind,
+            principal_id: self.principal_id.as_deref(),
+            action: &self.action,
+            resource_type: &self.resource_type,
+            resource_id: self.resource_id.as_deref(),
+            partner_id: self.partner_id.as_deref(),
+            decision: &self.decision,
+            policy_version: &self.policy_version,
+            detail: &self.detail,
+        }
+    }
+
+    /// The canonical encoding hashed into the chain.
+    pub fn encode(&self) -> Vec<u8> {
+        self.view().encode()
+    }
+
+    /// The event's hash after `prev_hash` ([`EventRef::hash`]).
+    pub fn hash(&self, prev_hash: &str) -> String {
+        self.view().hash(prev_hash)
+    }
+}
+
+/// An event's fields as [`Event`] has them, borrowed from wherever they
+/// are (an event to append is hashed without being copied first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// [`Event::seq`].
+    pub seq: i64,
+    /// [`Event::at`].
+    pub at: &'a str,
+    /// [`Event::kind`].
+    pub kind: &'a str,
+    /// [`Event::principal_id`].
+    pub principal_id: Option<&'a str>,
+    /// [`Event::action`].
+    pub action: &'a str,
+    /// [`Event::resource_type`].
+    pub resource_type: &'a str,
+    /// [`Event::resource_id`].
+    pub resource_id: Option<&'a str>,
+    /// [`Event::partner_id`].
+    pub partner_id: Option<&'a str>,
+    /// [`Event::decision`].
+    pub decision: &'a str,
+    /// [`Event::policy_version`].
+    pub policy_version: &'a str,
+    /// [`Event::detail`].
+    pub detail: &'a str,
+}
+
+impl EventRef<'_> {
     /// The canonical encoding hashed into the chain.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + self.detail.len());
@@ -97,16 +154,16 @@ impl Event {
     fn write(&self, out: &mut impl Sink) {
         out.bytes(b"partnerdb-audit-v1");
         out.bytes(&self.seq.to_le_bytes());
-        put(out, &self.at);
-        put(out, &self.kind);
-        put_opt(out, self.principal_id.as_deref());
-        put(out, &self.action);
-        put(out, &self.resource_type);
-        put_opt(out, self.resource_id.as_deref());
-        put_opt(out, self.partner_id.as_deref());
-        put(out, &self.decision);
-        put(out, &self.policy_version);
-        put(out, &self.detail);
+        put(out, self.at);
+        put(out, self.kind);
+        put_opt(out, self.principal_id);
+        put(out, self.action);
+        put(out, self.resource_type);
+        put_opt(out, self.resource_id);
+        put_opt(out, self.partner_id);
+        put(out, self.decision);
+        put(out, self.policy_version);
+        put(out, self.detail);
     }
 
     /// The event's hash after `prev_hash`: SHA-256 of `prev_hash` and the

@@ -108,7 +108,7 @@ impl AuditWriter {
                 // disk, on a task of their own: the next batch is written
                 // meanwhile (SQLite), and one sync covers both.
                 let count = events.len();
-                match commit_batch(&db, &events).await {
+                match commit_batch(&db, events).await {
                     Ok(durable) => {
                         tokio::spawn(async move {
                             let result = durable.wait().await.map_err(|e| e.to_string());
@@ -148,7 +148,7 @@ impl AuditWriter {
     }
 }
 
-async fn commit_batch(db: &Db, events: &[NewEvent]) -> Result<Durable, StoreError> {
+async fn commit_batch(db: &Db, events: Vec<NewEvent>) -> Result<Durable, StoreError> {
     let mut tx = db.begin().await?;
     store::append(&mut tx, events).await?;
     tx.commit_pipelined().await
@@ -662,7 +662,7 @@ impl Service {
 
     /// Appends a change's event in the change's own transaction.
     pub async fn append_in(&self, tx: &mut Tx, event: NewEvent) -> Result<(), ServiceError> {
-        store::append(tx, std::slice::from_ref(&event))
+        store::append(tx, vec![event])
             .await
             .map_err(|e| ServiceError::AuditUnavailable(e.to_string()))?;
         Ok(())

@@ -440,7 +440,7 @@ pub async fn bootstrap(
             serde_json::json!({"by": "bootstrap", "principal": {"kind": "user", "roles": [admin_role]}, "credential": credential.id, "issued": true}),
         ),
     ];
-    partnerdb_store::audit::append(&mut tx, &events)
+    partnerdb_store::audit::append(&mut tx, events.into())
         .await
         .map_err(OpenError::from)?;
     tx.commit().await.map_err(OpenError::from)?;

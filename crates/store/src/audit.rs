@@ -6,7 +6,7 @@
 //! a transaction-level advisory lock taken before the chain's head is read,
 //! so that servers sharing one database keep one chain.
 
-use partnerdb_audit::{Checkpoint, Event, GENESIS, StoredEvent};
+use partnerdb_audit::{Checkpoint, Event, EventRef, GENESIS, StoredEvent};
 
 use crate::sql::{Db, Row, Sql, Tx, Value};
 use crate::{Dialect, StoreError};
@@ -51,8 +51,6 @@ const INDEX_LOCK: i64 = 727_274_003;
 const INDEXED_THROUGH: &str = "SELECT through FROM audit_indexed WHERE id = 1";
 
 const COLUMNS: &str = "seq, at, kind, principal_id, action, resource_type, resource_id, partner_id, decision, policy_version, detail, prev_hash, hash";
-/// [`COLUMNS`] of the events aliased `e`.
-const E_COLUMNS: &str = "e.seq, e.at, e.kind, e.principal_id, e.action, e.resource_type, e.resource_id, e.partner_id, e.decision, e.policy_version, e.detail, e.prev_hash, e.hash";
 
 /// On PostgreSQL, takes the advisory lock `key` until the transaction ends
 /// (SQLite's one writer already serialises writers).
@@ -89,67 +87,73 @@ pub async fn head(db: &Db) -> Result<(i64, String), StoreError> {
 
 /// Appends events to the chain in the caller's transaction (they commit
 /// with it, or not at all) and counts them in the usage counters. Returns
-/// the last `(seq, hash)`.
-pub async fn append(tx: &mut Tx, events: &[NewEvent]) -> Result<(i64, String), StoreError> {
+/// the last `(seq, hash)`. The events' text moves into the statements: it
+/// is hashed where it lies and never copied.
+pub async fn append(tx: &mut Tx, events: Vec<NewEvent>) -> Result<(i64, String), StoreError> {
     lock_on_postgres(tx, AUDIT_LOCK).await?;
     let (mut seq, mut prev) = head_in(tx).await?;
-    for chunk in events.chunks(rows_per_insert(tx)) {
+    let usage = usage_deltas(&events);
+    let per_statement = rows_per_insert(tx);
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
         let mut sql = tx.sql();
         sql.push("INSERT INTO audit_events (")
             .push(COLUMNS)
             .push(") VALUES ");
-        for (i, new) in chunk.iter().enumerate() {
+        for (i, new) in events.by_ref().take(per_statement).enumerate() {
             seq += 1;
-            let event = Event {
-                seq,
-                at: new.at.clone(),
-                kind: new.kind.clone(),
-                principal_id: new.principal_id.clone(),
-                action: new.action.clone(),
-                resource_type: new.resource_type.clone(),
-                resource_id: new.resource_id.clone(),
-                partner_id: new.partner_id.clone(),
-                decision: new.decision.clone(),
-                policy_version: new.policy_version.clone(),
-                detail: new.detail.clone(),
-            };
-            let hash = event.hash(&prev);
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(")
+            let hash = new.at_seq(seq).hash(&prev);
+            sql.push(if i > 0 { ", (" } else { "(" })
                 .bind(seq)
                 .push(", ")
-                .bind(event.at)
+                .bind(new.at)
                 .push(", ")
-                .bind(event.kind)
+                .bind(new.kind)
                 .push(", ")
-                .bind(event.principal_id)
+                .bind(new.principal_id)
                 .push(", ")
-                .bind(event.action)
+                .bind(new.action)
                 .push(", ")
-                .bind(event.resource_type)
+                .bind(new.resource_type)
                 .push(", ")
-                .bind(event.resource_id)
+                .bind(new.resource_id)
                 .push(", ")
-                .bind(event.partner_id)
+                .bind(new.partner_id)
                 .push(", ")
-                .bind(event.decision)
+                .bind(new.decision)
                 .push(", ")
-                .bind(event.policy_version)
+                .bind(new.policy_version)
                 .push(", ")
-                .bind(event.detail)
+                .bind(new.detail)
                 .push(", ")
-                .bind(prev.as_str())
+                .bind(std::mem::replace(&mut prev, hash.clone()))
                 .push(", ")
-                .bind(hash.as_str())
+                .bind(hash)
                 .push(")");
-            prev = hash;
         }
         tx.execute(&sql).await?;
     }
-    count_usage(tx, events).await?;
+    count_usage(tx, usage).await?;
     Ok((seq, prev))
+}
+
+impl NewEvent {
+    /// The event as it is hashed at `seq`.
+    pub fn at_seq(&self, seq: i64) -> EventRef<'_> {
+        EventRef {
+            seq,
+            at: &self.at,
+            kind: &self.kind,
+            principal_id: self.principal_id.as_deref(),
+            action: &self.action,
+            resource_type: &self.resource_type,
+            resource_id: self.resource_id.as_deref(),
+            partner_id: self.partner_id.as_deref(),
+            decision: &self.decision,
+            policy_version: &self.policy_version,
+            detail: &self.detail,
+        }
+    }
 }
 
 /// Rows per `INSERT`: PostgreSQL pays a round trip per statement, so many;
@@ -162,26 +166,30 @@ fn rows_per_insert(tx: &Tx) -> usize {
     }
 }
 
-/// Adds events to the usage counters: per principal (allows and denies),
-/// and per role and grant that matched an allow.
-async fn count_usage(tx: &mut Tx, events: &[NewEvent]) -> Result<(), StoreError> {
-    use std::collections::BTreeMap;
-    let mut deltas: BTreeMap<(&str, String), (i64, i64, &str)> = BTreeMap::new();
+/// What events add to the usage counters, keyed by (kind, name): allows,
+/// denies and the latest time. Per principal (allows and denies), and per
+/// role and grant that matched an allow.
+type UsageDeltas = std::collections::BTreeMap<(&'static str, String), (i64, i64, String)>;
+
+fn usage_deltas(events: &[NewEvent]) -> UsageDeltas {
+    let mut deltas = UsageDeltas::new();
     for event in events {
         let allow = event.decision == "allow";
-        let mut bump = |kind: &'static str, name: String| {
-            let entry = deltas.entry((kind, name)).or_insert((0, 0, ""));
+        let mut bump = |kind: &'static str, name: &str| {
+            let entry = deltas
+                .entry((kind, name.to_owned()))
+                .or_insert((0, 0, String::new()));
             if allow {
                 entry.0 += 1;
             } else {
                 entry.1 += 1;
             }
-            if *entry.2 < *event.at.as_str() {
-                entry.2 = &event.at;
+            if entry.2 < event.at {
+                entry.2.clone_from(&event.at);
             }
         };
         if let Some(principal) = &event.principal_id {
-            bump("principal", principal.clone());
+            bump("principal", principal);
         }
         if allow {
             let mut roles: Vec<&str> = event
@@ -191,13 +199,18 @@ async fn count_usage(tx: &mut Tx, events: &[NewEvent]) -> Result<(), StoreError>
                 .collect();
             roles.dedup();
             for role in roles {
-                bump("role", role.to_owned());
+                bump("role", role);
             }
             for grant in &event.matched {
-                bump("grant", grant.clone());
+                bump("grant", grant);
             }
         }
     }
+    deltas
+}
+
+/// Adds to the usage counters.
+async fn count_usage(tx: &mut Tx, deltas: UsageDeltas) -> Result<(), StoreError> {
     // One multi-row upsert per chunk: the keys are distinct (a map), so no
     // statement touches a row twice.
     let deltas: Vec<_> = deltas.into_iter().collect();
@@ -217,7 +230,7 @@ async fn count_usage(tx: &mut Tx, events: &[NewEvent]) -> Result<(), StoreError>
                 .push(", ")
                 .bind(*denies)
                 .push(", ")
-                .bind(*last)
+                .bind(last.as_str())
                 .push(")");
         }
         sql.push(
@@ -553,11 +566,41 @@ async fn scan(
     fetch_events(db, sql).await
 }
 
+impl Lookup<'_> {
+    /// The table holding this kind of key's lists.
+    fn table(&self) -> &'static str {
+        match self {
+            Lookup::Resource(..) => "audit_by_resource",
+            Lookup::Principal(_) => "audit_by_principal",
+            Lookup::Partner(_) => "audit_by_partner",
+        }
+    }
+
+    /// `AND` the key's columns equal it.
+    fn push_key(&self, sql: &mut Sql) {
+        match *self {
+            Lookup::Resource(kind, id) => sql
+                .push(" AND resource_type = ")
+                .bind(kind)
+                .push(" AND resource_id = ")
+                .bind(id),
+            Lookup::Principal(principal) => sql.push(" AND principal_id = ").bind(principal),
+            Lookup::Partner(partner) => sql.push(" AND partner_id = ").bind(partner),
+        };
+    }
+}
+
+/// Events read by seq at a time when a lookup has found their seqs (a
+/// fixed number of placeholders, so one prepared statement serves all).
+const FETCH_BY_SEQ: usize = 64;
+
 /// Matching events newest first through a lookup table, with `lowest <=
 /// seq < before` (`before` at most the indexed seq + 1): block by block,
-/// from `before`'s down to `lowest`'s, until `limit` are found (a key
-/// with fewer events than a page costs one query per block of 65,536
-/// events: 16 on a million).
+/// from `before`'s down to `lowest`'s, until `limit` are found. A block's
+/// lists of the key are read in one query (a key with fewer events than a
+/// page costs one query per block of 65,536 events: 16 on a million), and
+/// the events they name, newest first, [`FETCH_BY_SEQ`] a query, with the
+/// filter's other conditions.
 async fn look_up(
     db: &Db,
     lookup: &Lookup<'_>,
@@ -570,34 +613,75 @@ async fn look_up(
     let first_block = lowest.max(0) >> BLOCK_BITS;
     while block >= first_block && out.len() < limit {
         let mut sql = db.sql();
-        sql.push("SELECT ").push(E_COLUMNS);
-        match *lookup {
-            Lookup::Resource(kind, id) => sql
-                .push(" FROM audit_by_resource k JOIN audit_events e ON e.seq = k.seq WHERE k.resource_type = ")
-                .bind(kind)
-                .push(" AND k.resource_id = ")
-                .bind(id),
-            Lookup::Principal(principal) => sql
-                .push(" FROM audit_by_principal k JOIN audit_events e ON e.seq = k.seq WHERE k.principal_id = ")
-                .bind(principal),
-            Lookup::Partner(partner) => sql
-                .push(" FROM audit_by_partner k JOIN audit_events e ON e.seq = k.seq WHERE k.partner_id = ")
-                .bind(partner),
-        };
-        sql.push(" AND k.block = ")
-            .bind(block)
-            .push(" AND k.seq < ")
-            .bind(before);
-        if lowest > 1 {
-            sql.push(" AND k.seq >= ").bind(lowest);
+        sql.push("SELECT first_seq, seqs FROM ")
+            .push(lookup.table())
+            .push(" WHERE block = ")
+            .bind(block);
+        lookup.push_key(&mut sql);
+        sql.push(" AND first_seq < ").bind(before);
+        let mut seqs = Vec::new();
+        for row in db.fetch_all(&sql).await? {
+            decode_postings(
+                row.int(0),
+                row.get(1).as_text().unwrap_or_default(),
+                &mut seqs,
+            );
         }
-        push_conditions(&mut sql, filter, "e.");
-        sql.push(" ORDER BY k.seq DESC LIMIT ")
-            .bind((limit - out.len()) as i64);
-        out.extend(fetch_events(db, sql).await?);
+        seqs.retain(|&seq| lowest <= seq && seq < before);
+        // Newest first; a chunk filed twice (the watermark lost) lists
+        // its events twice.
+        seqs.sort_unstable_by(|a, b| b.cmp(a));
+        seqs.dedup();
+        for batch in seqs.chunks(FETCH_BY_SEQ) {
+            if out.len() >= limit {
+                break;
+            }
+            let mut sql = db.sql();
+            sql.push("SELECT ")
+                .push(COLUMNS)
+                .push(" FROM audit_events WHERE seq IN (");
+            for i in 0..FETCH_BY_SEQ {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                // Seqs start at 1: 0 fills the list's rest.
+                sql.bind(batch.get(i).copied().unwrap_or(0));
+            }
+            sql.push(")");
+            push_conditions(&mut sql, filter, "");
+            sql.push(" ORDER BY seq DESC LIMIT ")
+                .bind((limit - out.len()) as i64);
+            out.extend(fetch_events(db, sql).await?);
+        }
         block -= 1;
     }
     Ok(out)
+}
+
+/// A posting list as stored: the first seq, and the text of every seq's
+/// distance from it, in order, separated by commas (`0,1,2,7`).
+fn encode_postings(seqs: &[i64]) -> (i64, String) {
+    use std::fmt::Write as _;
+    let first = seqs.first().copied().unwrap_or(0);
+    let mut text = String::with_capacity(seqs.len() * 3);
+    for (i, seq) in seqs.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        let _ = write!(text, "{}", seq - first);
+    }
+    (first, text)
+}
+
+/// Appends the seqs of a stored posting list to `out`. A part that is not
+/// a number (a row edited by hand) names no event: the lookup misses it,
+/// as it would miss a deleted row, and verification is what finds edits.
+fn decode_postings(first: i64, text: &str, out: &mut Vec<i64>) {
+    out.extend(
+        text.split(',')
+            .filter_map(|part| part.parse::<i64>().ok())
+            .map(|offset| first + offset),
+    );
 }
 
 /// How far the lookup tables go: every event with a seq up to this one is
@@ -610,16 +694,20 @@ pub async fn indexed_through(db: &Db) -> Result<i64, StoreError> {
 
 /// Files the lookup keys of the next `max` events not yet filed (at most),
 /// in one transaction, and returns how many events it filed (0: the tables
-/// have caught up). Keys go in sorted and led by their block, so that a
-/// chunk writes the few pages of the newest block's region once, rather
-/// than a scattered page per key per commit as indexes on the event table
-/// did.
+/// have caught up). Each key gets one row per block of the chunk: its
+/// posting list, the seqs of its events there. A chunk of events about one
+/// record, one principal and one partner writes three rows, and a chunk
+/// whose every key differs writes a row a key, where the event table's
+/// own indexes wrote a scattered page per key per commit. The chunk is
+/// read once, and its rows go in sorted, led by their block, so that they
+/// land in the newest block's region.
 ///
 /// On PostgreSQL, indexers of servers sharing the database take turns
 /// (an advisory lock of their own, not the appends'). Appends commit in
 /// seq order (they hold the appends' lock from reading the head to their
 /// commit), so the events an indexer sees have no gaps still to fill.
 pub async fn index_pending(db: &Db, max: usize) -> Result<usize, StoreError> {
+    use std::collections::BTreeMap;
     let mut tx = db.begin().await?;
     lock_on_postgres(&mut tx, INDEX_LOCK).await?;
     let mut sql = tx.sql();
@@ -627,96 +715,97 @@ pub async fn index_pending(db: &Db, max: usize) -> Result<usize, StoreError> {
     let through = tx.fetch_optional(&sql).await?.map_or(0, |r| r.int(0));
     // The chunk: the next `max` events (seqs may have gaps).
     let mut sql = tx.sql();
-    sql.push("SELECT COUNT(*), MAX(seq) FROM (SELECT seq FROM audit_events WHERE seq > ")
+    sql.push("SELECT seq, at, principal_id, partner_id, resource_type, resource_id FROM audit_events WHERE seq > ")
         .bind(through)
         .push(" ORDER BY seq LIMIT ")
-        .bind(max as i64)
-        .push(") chunk");
-    let Some(row) = tx.fetch_optional(&sql).await? else {
+        .bind(max as i64);
+    let chunk = tx.fetch_all(&sql).await?;
+    let Some(last) = chunk.last().map(|row| row.int(0)) else {
         return Ok(0);
     };
-    let (count, Some(last)) = (row.int(0), row.get(1).as_int()) else {
-        return Ok(0);
-    };
-    // Each table's keys, made and sorted by the database: nothing travels
-    // to the client and back. PostgreSQL reads the chunk once for the
-    // three (data-modifying `WITH`); SQLite, without those, once a table.
-    let tables = [
-        ("audit_by_principal", "principal_id"),
-        ("audit_by_partner", "partner_id"),
-        ("audit_by_resource", "resource_type, resource_id"),
-    ];
-    let insert = |sql: &mut Sql, table: &str, key: &str, from: &str| {
-        let not_null = key.rsplit(", ").next().unwrap_or(key);
-        sql.push("INSERT INTO ")
-            .push(table)
-            .push(" (block, ")
-            .push(key)
-            .push(", seq) SELECT seq >> ")
-            .push(&BLOCK_BITS.to_string())
-            .push(", ")
-            .push(key)
-            .push(", seq FROM ")
-            .push(from)
-            .push(" WHERE seq > ")
-            .bind(through)
-            .push(" AND seq <= ")
-            .bind(last)
-            .push(" AND ")
-            .push(not_null)
-            .push(" IS NOT NULL ORDER BY 1, ")
-            .push(key)
-            .push(", seq ON CONFLICT DO NOTHING");
-    };
-    // The time spans: each span's earliest and latest time, merged with
-    // what an earlier chunk filed of the same span.
-    let spans = |sql: &mut Sql, from: &str| {
-        let (least, greatest) = match sql.dialect() {
-            Dialect::Sqlite => ("min", "max"),
-            Dialect::Postgres => ("LEAST", "GREATEST"),
-        };
-        sql.push("INSERT INTO audit_spans (span, min_at, max_at) SELECT seq >> ")
-            .push(&SPAN_BITS.to_string())
-            .push(", MIN(at), MAX(at) FROM ")
-            .push(from)
-            .push(" WHERE seq > ")
-            .bind(through)
-            .push(" AND seq <= ")
-            .bind(last)
-            .push(" GROUP BY 1 ON CONFLICT (span) DO UPDATE SET min_at = ")
-            .push(least)
-            .push("(audit_spans.min_at, excluded.min_at), max_at = ")
-            .push(greatest)
-            .push("(audit_spans.max_at, excluded.max_at)");
-    };
-    match tx.dialect() {
-        Dialect::Postgres => {
-            let mut sql = tx.sql();
-            sql.push("WITH chunk AS MATERIALIZED (SELECT seq, at, principal_id, partner_id, resource_type, resource_id FROM audit_events WHERE seq > ")
-                .bind(through)
-                .push(" AND seq <= ")
-                .bind(last)
-                .push(")");
-            for (i, (table, key)) in tables.iter().enumerate() {
-                sql.push(&format!(", k{i} AS ("));
-                insert(&mut sql, table, key, "chunk");
-                sql.push(")");
-            }
-            sql.push(" ");
-            spans(&mut sql, "chunk");
-            tx.execute(&sql).await?;
+    // Each key's seqs per block, in seq order; each span's earliest and
+    // latest time.
+    let mut principals: BTreeMap<(i64, &str), Vec<i64>> = BTreeMap::new();
+    let mut partners: BTreeMap<(i64, &str), Vec<i64>> = BTreeMap::new();
+    let mut resources: BTreeMap<(i64, &str, &str), Vec<i64>> = BTreeMap::new();
+    let mut spans: BTreeMap<i64, (&str, &str)> = BTreeMap::new();
+    for row in &chunk {
+        let seq = row.int(0);
+        let block = seq >> BLOCK_BITS;
+        if let Some(principal) = row.get(2).as_text() {
+            principals.entry((block, principal)).or_default().push(seq);
         }
-        Dialect::Sqlite => {
-            for (table, key) in tables {
-                let mut sql = tx.sql();
-                insert(&mut sql, table, key, "audit_events");
-                tx.execute(&sql).await?;
-            }
-            let mut sql = tx.sql();
-            spans(&mut sql, "audit_events");
-            tx.execute(&sql).await?;
+        if let Some(partner) = row.get(3).as_text() {
+            partners.entry((block, partner)).or_default().push(seq);
         }
+        if let (Some(kind), Some(id)) = (row.get(4).as_text(), row.get(5).as_text()) {
+            resources.entry((block, kind, id)).or_default().push(seq);
+        }
+        let at = row.get(1).as_text().unwrap_or_default();
+        let span = spans.entry(seq >> SPAN_BITS).or_insert((at, at));
+        span.0 = span.0.min(at);
+        span.1 = span.1.max(at);
     }
+    let lists = |keys: Vec<Value>, seqs: &[i64]| {
+        let (first, text) = encode_postings(seqs);
+        let mut values = keys;
+        values.extend([Value::Int(first), Value::Text(text)]);
+        values
+    };
+    let principals: Vec<Vec<Value>> = principals
+        .iter()
+        .map(|(&(block, principal), seqs)| lists(vec![block.into(), principal.into()], seqs))
+        .collect();
+    let partners: Vec<Vec<Value>> = partners
+        .iter()
+        .map(|(&(block, partner), seqs)| lists(vec![block.into(), partner.into()], seqs))
+        .collect();
+    let resources: Vec<Vec<Value>> = resources
+        .iter()
+        .map(|(&(block, kind, id), seqs)| lists(vec![block.into(), kind.into(), id.into()], seqs))
+        .collect();
+    // Filing a chunk again (the watermark lost) makes the same rows: kept
+    // once. Lists of another chunking may overlap the rows there are;
+    // lookups drop the seqs they find twice.
+    for (table, columns, rows) in [
+        (
+            "audit_by_principal",
+            "block, principal_id, first_seq, seqs",
+            principals,
+        ),
+        (
+            "audit_by_partner",
+            "block, partner_id, first_seq, seqs",
+            partners,
+        ),
+        (
+            "audit_by_resource",
+            "block, resource_type, resource_id, first_seq, seqs",
+            resources,
+        ),
+    ] {
+        insert_rows(&mut tx, table, columns, " ON CONFLICT DO NOTHING", rows).await?;
+    }
+    let (least, greatest) = match tx.dialect() {
+        Dialect::Sqlite => ("min", "max"),
+        Dialect::Postgres => ("LEAST", "GREATEST"),
+    };
+    let spans: Vec<Vec<Value>> = spans
+        .into_iter()
+        .map(|(span, (min, max))| vec![span.into(), min.into(), max.into()])
+        .collect();
+    let merge = format!(
+        " ON CONFLICT (span) DO UPDATE SET min_at = {least}(audit_spans.min_at, excluded.min_at), \
+         max_at = {greatest}(audit_spans.max_at, excluded.max_at)"
+    );
+    insert_rows(
+        &mut tx,
+        "audit_spans",
+        "span, min_at, max_at",
+        &merge,
+        spans,
+    )
+    .await?;
     // An upsert: were the row ever lost, an update would leave the
     // indexer filing the same first chunk forever.
     let mut sql = tx.sql();
@@ -725,7 +814,41 @@ pub async fn index_pending(db: &Db, max: usize) -> Result<usize, StoreError> {
         .push(") ON CONFLICT (id) DO UPDATE SET through = excluded.through");
     tx.execute(&sql).await?;
     tx.commit().await?;
-    Ok(usize::try_from(count).unwrap_or(0))
+    Ok(chunk.len())
+}
+
+/// Inserts rows of values into `table`'s `columns`, [`rows_per_insert`] a
+/// statement, each statement ending with `tail` (its conflict clause).
+async fn insert_rows(
+    tx: &mut Tx,
+    table: &str,
+    columns: &str,
+    tail: &str,
+    rows: Vec<Vec<Value>>,
+) -> Result<(), StoreError> {
+    let per_statement = rows_per_insert(tx);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut sql = tx.sql();
+        sql.push("INSERT INTO ")
+            .push(table)
+            .push(" (")
+            .push(columns)
+            .push(") VALUES ");
+        for (i, row) in rows.by_ref().take(per_statement).enumerate() {
+            sql.push(if i > 0 { ", (" } else { "(" });
+            for (j, value) in row.into_iter().enumerate() {
+                if j > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(value);
+            }
+            sql.push(")");
+        }
+        sql.push(tail);
+        tx.execute(&sql).await?;
+    }
+    Ok(())
 }
 
 /// Stores a checkpoint.
@@ -909,6 +1032,236 @@ pub async fn insert_stored(tx: &mut Tx, events: &[StoredEvent]) -> Result<(), St
 mod tests {
     use super::*;
     use crate::DbOptions;
+
+    /// The rows the indexer filed before posting lists (migration 0009)
+    /// become posting lists on the upgrade, on both backends: what was
+    /// indexed stays indexed, and lookups find exactly what a plain filter
+    /// does.
+    #[tokio::test]
+    async fn lookup_rows_filed_before_posting_lists_are_kept() {
+        let scratch = crate::scratch::Scratch::new("postings-upgrade");
+        let sqlite_url = format!("sqlite://{}", scratch.file().display());
+        let mut backends = vec![(Dialect::Sqlite, sqlite_url, None)];
+        match std::env::var("PARTNERDB_TEST_PG_URL") {
+            Ok(url) if !url.is_empty() => {
+                let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+                backends.push((Dialect::Postgres, url, Some(schema)));
+            }
+            _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI=true but PARTNERDB_TEST_PG_URL is not set: PostgreSQL tests cannot run")
+            }
+            _ => eprintln!("skipping PostgreSQL: PARTNERDB_TEST_PG_URL is not set"),
+        }
+        for (dialect, url, schema) in backends {
+            if let Some(schema) = &schema {
+                let admin = Db::connect(&url, &DbOptions::default())
+                    .await
+                    .expect("admin");
+                let mut tx = admin.begin().await.expect("begin");
+                let mut sql = tx.sql();
+                sql.push(&format!("CREATE SCHEMA {schema}"));
+                tx.execute(&sql).await.expect("schema");
+                tx.commit().await.expect("commit");
+                admin.close().await;
+            }
+            let options = DbOptions {
+                schema: schema.clone(),
+                ..DbOptions::default()
+            };
+            let db = Db::connect(&url, &options).await.expect("open");
+            match dialect {
+                Dialect::Postgres => {
+                    let pool = db.postgres_pool().expect("a PostgreSQL pool");
+                    crate::sql::migrator_for(dialect)
+                        .run_to(9, pool)
+                        .await
+                        .expect("migrations up to 0009");
+                }
+                Dialect::Sqlite => {
+                    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(
+                            sqlx::sqlite::SqliteConnectOptions::new()
+                                .filename(scratch.file())
+                                .create_if_missing(true),
+                        )
+                        .await
+                        .expect("pool");
+                    crate::sql::migrator_for(dialect)
+                        .run_to(9, &pool)
+                        .await
+                        .expect("migrations up to 0009");
+                    pool.close().await;
+                }
+            }
+            // 120 events 3,001 seqs apart (across groups of 4,096 and
+            // blocks of 65,536), filed as 0009's indexer filed them: a
+            // row per event and key.
+            let events: Vec<StoredEvent> = (0..120)
+                .map(|i: i64| StoredEvent {
+                    event: Event {
+                        seq: 1 + 3001 * i,
+                        at: format!("2026-12-01T10:{:02}:00Z", i % 60),
+                        kind: "decision".into(),
+                        principal_id: (i % 5 != 0).then(|| format!("u{}", i % 4)),
+                        action: "read".into(),
+                        resource_type: "partner".into(),
+                        resource_id: Some(format!("p{}", i % 7)),
+                        partner_id: Some(format!("p{}", i % 3)),
+                        decision: "allow".into(),
+                        policy_version: "v".into(),
+                        detail: "{}".into(),
+                    },
+                    prev_hash: String::new(),
+                    hash: String::new(),
+                })
+                .collect();
+            let mut tx = db.begin().await.expect("begin");
+            insert_stored(&mut tx, &events).await.expect("events");
+            for statement in [
+                "INSERT INTO audit_by_principal (block, principal_id, seq) SELECT seq >> 16, principal_id, seq FROM audit_events WHERE principal_id IS NOT NULL",
+                "INSERT INTO audit_by_partner (block, partner_id, seq) SELECT seq >> 16, partner_id, seq FROM audit_events WHERE partner_id IS NOT NULL",
+                "INSERT INTO audit_by_resource (block, resource_type, resource_id, seq) SELECT seq >> 16, resource_type, resource_id, seq FROM audit_events WHERE resource_id IS NOT NULL",
+            ] {
+                let mut sql = tx.sql();
+                sql.push(statement);
+                tx.execute(&sql).await.expect("old lookup rows");
+            }
+            let last = events.last().map_or(0, |e| e.event.seq);
+            let mut sql = tx.sql();
+            sql.push("UPDATE audit_indexed SET through = ").bind(last);
+            tx.execute(&sql).await.expect("watermark");
+            tx.commit().await.expect("commit");
+
+            db.migrate().await.expect("migrations from 0010");
+            assert_eq!(indexed_through(&db).await.expect("through"), last);
+            let mut filters = Vec::new();
+            for n in 0..7 {
+                filters.push(AuditFilter {
+                    principal_id: Some(format!("u{n}")),
+                    ..AuditFilter::default()
+                });
+                filters.push(AuditFilter {
+                    partner_id: Some(format!("p{n}")),
+                    ..AuditFilter::default()
+                });
+                filters.push(AuditFilter {
+                    resource_type: Some("partner".into()),
+                    resource_id: Some(format!("p{n}")),
+                    ..AuditFilter::default()
+                });
+            }
+            for filter in filters {
+                let expected: Vec<i64> = events
+                    .iter()
+                    .rev()
+                    .map(|s| &s.event)
+                    .filter(|e| {
+                        filter.principal_id.is_none() || filter.principal_id == e.principal_id
+                    })
+                    .filter(|e| filter.partner_id.is_none() || filter.partner_id == e.partner_id)
+                    .filter(|e| filter.resource_id.is_none() || filter.resource_id == e.resource_id)
+                    .map(|e| e.seq)
+                    .collect();
+                let got: Vec<i64> = list(&db, &filter, None, 1000)
+                    .await
+                    .expect("list")
+                    .iter()
+                    .map(|s| s.event.seq)
+                    .collect();
+                assert_eq!(got, expected, "{dialect:?} {filter:?}");
+            }
+            db.close().await;
+            if let Some(schema) = &schema {
+                let admin = Db::connect(&url, &DbOptions::default())
+                    .await
+                    .expect("admin");
+                let mut tx = admin.begin().await.expect("begin");
+                let mut sql = tx.sql();
+                sql.push(&format!("DROP SCHEMA {schema} CASCADE"));
+                tx.execute(&sql).await.expect("drop schema");
+                tx.commit().await.expect("commit");
+                admin.close().await;
+            }
+        }
+    }
+
+    /// Lists filed twice over different chunks (the watermark lost)
+    /// overlap: a lookup gives each event once, even where a page's
+    /// events are read in several queries, and in order.
+    #[tokio::test]
+    async fn overlapping_posting_lists_give_each_event_once() {
+        let scratch = crate::scratch::Scratch::new("postings");
+        let url = format!("sqlite://{}", scratch.file().display());
+        let db = Db::connect(&url, &DbOptions::default())
+            .await
+            .expect("open");
+        db.migrate().await.expect("migrate");
+        // 301 events of one principal in one block, each third about
+        // another partner.
+        let events: Vec<StoredEvent> = (1..=301)
+            .map(|seq| StoredEvent {
+                event: Event {
+                    seq,
+                    at: format!("2026-12-01T10:00:{:02}Z", seq % 60),
+                    kind: "decision".into(),
+                    principal_id: Some("u1".into()),
+                    action: "read".into(),
+                    resource_type: "partner".into(),
+                    resource_id: Some(format!("p{}", seq % 3)),
+                    partner_id: Some(format!("p{}", seq % 3)),
+                    decision: "allow".into(),
+                    policy_version: "v".into(),
+                    detail: "{}".into(),
+                },
+                prev_hash: String::new(),
+                hash: String::new(),
+            })
+            .collect();
+        let mut tx = db.begin().await.expect("begin");
+        insert_stored(&mut tx, &events[..300])
+            .await
+            .expect("events");
+        tx.commit().await.expect("commit");
+        while index_pending(&db, 100).await.expect("index") > 0 {}
+        let mut tx = db.begin().await.expect("begin");
+        let mut sql = tx.sql();
+        sql.push("DELETE FROM audit_indexed");
+        tx.execute(&sql).await.expect("watermark lost");
+        tx.commit().await.expect("commit");
+        while index_pending(&db, 37).await.expect("index again") > 0 {}
+        // One more, listed once: the seqs found twice below it no longer
+        // pair up within a query's share.
+        let mut tx = db.begin().await.expect("begin");
+        insert_stored(&mut tx, &events[300..]).await.expect("event");
+        tx.commit().await.expect("commit");
+        assert_eq!(index_pending(&db, 37).await.expect("index"), 1);
+        assert_eq!(indexed_through(&db).await.expect("through"), 301);
+        for (filter, expected) in [
+            (
+                AuditFilter {
+                    principal_id: Some("u1".into()),
+                    ..AuditFilter::default()
+                },
+                (1..=301).rev().collect::<Vec<i64>>(),
+            ),
+            (
+                AuditFilter {
+                    partner_id: Some("p1".into()),
+                    ..AuditFilter::default()
+                },
+                (1..=301).rev().filter(|seq| seq % 3 == 1).collect(),
+            ),
+        ] {
+            let got: Vec<i64> = list(&db, &filter, None, 1000)
+                .await
+                .expect("list")
+                .iter()
+                .map(|s| s.event.seq)
+                .collect();
+            assert_eq!(got, expected, "{filter:?}");
+        }
+    }
 
     /// A trail stored and indexed before the time spans existed (migrated
     /// to 0008) keeps answering time filters exactly once migrated on: the
