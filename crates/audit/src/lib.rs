@@ -167,12 +167,46 @@ impl EventRef<'_> {
     }
 
     /// The event's hash after `prev_hash`: SHA-256 of `prev_hash` and the
-    /// encoding (fed to the hasher as it is written, not buffered).
+    /// encoding.
     pub fn hash(&self, prev_hash: &str) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(prev_hash.as_bytes());
-        self.write(&mut hasher);
-        hex(&hasher.finalize())
+        hex(&self.digest(prev_hash, &mut Vec::new()))
+    }
+
+    /// The hash as bytes, the encoding written into `scratch` first (its
+    /// room is kept for the next event: one hasher update an event, not
+    /// two for every field).
+    pub fn digest(&self, prev_hash: &str, scratch: &mut Vec<u8>) -> [u8; 32] {
+        scratch.clear();
+        scratch.extend_from_slice(prev_hash.as_bytes());
+        self.write(scratch);
+        Sha256::digest(scratch.as_slice()).into()
+    }
+}
+
+/// A stored event's fields and links, borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredRef<'a> {
+    /// The event.
+    pub event: EventRef<'a>,
+    /// The previous event's hash, as stored.
+    pub prev_hash: &'a str,
+    /// This event's hash, as stored.
+    pub hash: &'a str,
+}
+
+impl StoredRef<'_> {
+    /// Whether the event's content hashes to its stored hash after its
+    /// stored `prev_hash`: `None` when it does, else the hash it has. Each
+    /// event is checked on its own, so that many can be checked at once
+    /// (`ChainVerifier::push_checked` then follows the links in order).
+    pub fn content_mismatch(&self, scratch: &mut Vec<u8>) -> Option<String> {
+        let digest = self.event.digest(self.prev_hash, scratch);
+        let mut text = [0u8; 64];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(digest) {
+            pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+            pair[1] = HEX_DIGITS[usize::from(byte & 0xf)];
+        }
+        (self.hash.as_bytes() != text).then(|| hex(&digest))
     }
 }
 
@@ -188,13 +222,25 @@ pub struct StoredEvent {
     pub hash: String,
 }
 
+impl StoredEvent {
+    /// The stored event, borrowed.
+    pub fn view(&self) -> StoredRef<'_> {
+        StoredRef {
+            event: self.event.view(),
+            prev_hash: &self.prev_hash,
+            hash: &self.hash,
+        }
+    }
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(HEX_DIGITS[usize::from(b & 0xf)]));
     }
     out
 }
@@ -286,6 +332,8 @@ pub struct ChainVerifier {
     checkpoints: Vec<Checkpoint>,
     next_checkpoint: usize,
     key: Option<VerifyingKey>,
+    /// Room for the encoding of the event being hashed.
+    scratch: Vec<u8>,
 }
 
 impl ChainVerifier {
@@ -299,12 +347,27 @@ impl ChainVerifier {
             checkpoints,
             next_checkpoint: 0,
             key: key.map(|k| k.0),
+            scratch: Vec::new(),
         }
     }
 
     /// Checks the next stored event.
     pub fn push(&mut self, stored: &StoredEvent) -> Result<(), Break> {
-        let seq = stored.event.seq;
+        let mismatch = stored.view().content_mismatch(&mut self.scratch);
+        self.push_checked(stored.event.seq, &stored.prev_hash, &stored.hash, mismatch)
+    }
+
+    /// Checks the next stored event, whose content was checked already
+    /// ([`StoredRef::content_mismatch`], maybe on another thread): its
+    /// place in the sequence, its link to the event before, the content
+    /// check's outcome, and the checkpoints at its seq, in that order.
+    pub fn push_checked(
+        &mut self,
+        seq: i64,
+        prev_hash: &str,
+        hash: &str,
+        mismatch: Option<String>,
+    ) -> Result<(), Break> {
         if seq != self.last_seq + 1 {
             return Err(Break::Sequence {
                 previous: self.last_seq,
@@ -312,20 +375,19 @@ impl ChainVerifier {
                 found: seq,
             });
         }
-        if stored.prev_hash != self.last_hash {
+        if prev_hash != self.last_hash {
             return Err(Break::Link {
                 seq,
                 previous: self.last_seq,
                 expected: self.last_hash.clone(),
-                found: stored.prev_hash.clone(),
+                found: prev_hash.to_owned(),
             });
         }
-        let computed = stored.event.hash(&stored.prev_hash);
-        if computed != stored.hash {
+        if let Some(computed) = mismatch {
             return Err(Break::Content {
                 seq,
                 computed,
-                stored: stored.hash.clone(),
+                stored: hash.to_owned(),
             });
         }
         while let Some(checkpoint) = self.checkpoints.get(self.next_checkpoint) {
@@ -333,14 +395,16 @@ impl ChainVerifier {
                 break;
             }
             if checkpoint.seq == seq {
-                self.check(checkpoint, &stored.hash)?;
+                self.check(checkpoint, hash)?;
             }
             // A checkpoint below the chain's start cannot happen (the
             // chain starts at 1); one at a seq already passed was checked.
             self.next_checkpoint += 1;
         }
         self.last_seq = seq;
-        self.last_hash = computed;
+        // The content hashes to the stored hash: it is the chain's now.
+        self.last_hash.clear();
+        self.last_hash.push_str(hash);
         Ok(())
     }
 
@@ -619,6 +683,28 @@ mod tests {
             Err(Break::Signature { seq: 3 })
         );
         assert_eq!(verify(&good, vec![checkpoint], Some(&key.public())), Ok(5));
+    }
+
+    #[test]
+    fn a_stored_hash_matches_only_as_the_chain_writes_it() {
+        let good = chain(3);
+        let mut scratch = Vec::new();
+        assert_eq!(good[1].view().content_mismatch(&mut scratch), None);
+        let mut upper = good[1].clone();
+        upper.hash = upper.hash.to_uppercase();
+        assert_eq!(
+            upper.view().content_mismatch(&mut scratch),
+            Some(good[1].hash.clone())
+        );
+        // Checked elsewhere, followed here: the outcome is reported at its seq.
+        let mut verifier = ChainVerifier::new(Vec::new(), None);
+        verifier
+            .push_checked(1, &good[0].prev_hash, &good[0].hash, None)
+            .unwrap();
+        assert!(matches!(
+            verifier.push_checked(2, &good[1].prev_hash, &good[1].hash, Some("x".into())),
+            Err(Break::Content { seq: 2, .. })
+        ));
     }
 
     #[test]

@@ -738,8 +738,11 @@ pub async fn verify(
     let count = checkpoints.len();
     let mut verifier = partnerdb_audit::ChainVerifier::new(checkpoints, key);
     // The chain is read in slices up to the head seen now (after the
-    // checkpoints, so none lies beyond it), a few slices ahead in parallel
-    // while the current one is hashed.
+    // checkpoints, so none lies beyond it), a few slices ahead in parallel.
+    // Each event's content is hashed where its slice is read, on a
+    // blocking thread (an event's hash needs only its own fields and its
+    // stored link), so slices are hashed at once too; the links, the
+    // sequence and the checkpoints are then followed here in order.
     const SLICE: i64 = 10_000;
     const AHEAD: usize = 4;
     let (last_seq, _) = store::head(db).await?;
@@ -749,7 +752,7 @@ pub async fn verify(
         while pending.len() < AHEAD && next < last_seq {
             let (db, after, through) = (db.clone(), next, (next + SLICE).min(last_seq));
             let task =
-                tokio::spawn(async move { store::events_between(&db, after, through).await });
+                tokio::spawn(async move { store::checked_between(&db, after, through).await });
             pending.push_back((through, task));
             next = through;
         }
@@ -773,11 +776,12 @@ pub async fn verify(
             }
             continue;
         }
-        for event in &slice {
-            verifier.push(event)?;
+        let last = slice.last().map(|event| event.seq);
+        for event in slice {
+            verifier.push_checked(event.seq, &event.prev_hash, &event.hash, event.mismatch)?;
         }
-        if let Some(last) = slice.last() {
-            progress(last.event.seq);
+        if let Some(last) = last {
+            progress(last);
         }
     }
     let head = verifier.head().1.to_owned();

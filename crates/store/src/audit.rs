@@ -6,7 +6,7 @@
 //! a transaction-level advisory lock taken before the chain's head is read,
 //! so that servers sharing one database keep one chain.
 
-use partnerdb_audit::{Checkpoint, Event, EventRef, GENESIS, StoredEvent};
+use partnerdb_audit::{Checkpoint, Event, EventRef, GENESIS, StoredEvent, StoredRef};
 
 use crate::sql::{Db, Row, Sql, Tx, Value};
 use crate::{Dialect, StoreError};
@@ -291,93 +291,69 @@ async fn fetch_events(db: &Db, sql: Sql) -> Result<Vec<StoredEvent>, StoreError>
         .collect())
 }
 
-/// Events with `after < seq <= through`, in seq order (one slice of a
-/// verification; slices are read in parallel).
-pub async fn events_between(
+/// The events with `after < seq <= through`, in seq order, each checked
+/// against its own stored hash where the driver holds it (one slice of a
+/// verification; slices are read and hashed several at once): what
+/// [`ChainVerifier::push_checked`](partnerdb_audit::ChainVerifier::push_checked)
+/// then follows in order. No event is copied out of the driver to be
+/// hashed.
+pub async fn checked_between(
     db: &Db,
     after: i64,
     through: i64,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    // One text column per row instead of twelve: the drivers' cost is per
-    // value. Fields are joined with U+001F, which JSON text never holds
-    // unescaped; optional fields carry `N` (null) or `S` (some) first. A
-    // stored value holding U+001F splits into too many parts: such a row
-    // (tampered with) is read again column by column.
+) -> Result<Vec<Checked>, StoreError> {
     let mut sql = db.sql();
-    let packed = match db.dialect() {
-        Dialect::Sqlite => PACKED.to_owned(),
-        Dialect::Postgres => PACKED.replace("char(31)", "chr(31)"),
-    };
-    sql.push("SELECT seq, ")
-        .push(&packed)
+    sql.push("SELECT ")
+        .push(COLUMNS)
         .push(" FROM audit_events WHERE seq > ")
         .bind(after)
         .push(" AND seq <= ")
         .bind(through)
         .push(" ORDER BY seq");
-    let rows = db.fetch_all_offloaded(sql).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for mut row in rows {
-        let seq = row.int(0);
-        match unpack(seq, &row.take_text(1)) {
-            Some(event) => out.push(event),
-            None => {
-                let mut sql = db.sql();
-                sql.push("SELECT ")
-                    .push(COLUMNS)
-                    .push(" FROM audit_events WHERE seq = ")
-                    .bind(seq);
-                if let Some(row) = db.fetch_optional(&sql).await? {
-                    out.push(stored_from_row(row));
-                }
-            }
+    let mut scratch = Vec::new();
+    db.visit_offloaded(sql, move |row| {
+        // A value that is not text where text belongs (NULL in a field
+        // that must have one, bytes that are not UTF-8) was not written by
+        // partnerdb: read as empty, it hashes to something else.
+        let text = |i| row.text(i).unwrap_or_default();
+        let stored = StoredRef {
+            event: EventRef {
+                seq: row.int(0),
+                at: text(1),
+                kind: text(2),
+                principal_id: row.text(3),
+                action: text(4),
+                resource_type: text(5),
+                resource_id: row.text(6),
+                partner_id: row.text(7),
+                decision: text(8),
+                policy_version: text(9),
+                detail: text(10),
+            },
+            prev_hash: text(11),
+            hash: text(12),
+        };
+        Checked {
+            seq: stored.event.seq,
+            mismatch: stored.content_mismatch(&mut scratch),
+            prev_hash: stored.prev_hash.to_owned(),
+            hash: stored.hash.to_owned(),
         }
-    }
-    Ok(out)
+    })
+    .await
 }
 
-/// The packed form of a row (see [`events_between`]).
-const PACKED: &str = "at || char(31) || kind || char(31) || \
-    CASE WHEN principal_id IS NULL THEN 'N' ELSE 'S' || principal_id END || char(31) || \
-    action || char(31) || resource_type || char(31) || \
-    CASE WHEN resource_id IS NULL THEN 'N' ELSE 'S' || resource_id END || char(31) || \
-    CASE WHEN partner_id IS NULL THEN 'N' ELSE 'S' || partner_id END || char(31) || \
-    decision || char(31) || policy_version || char(31) || detail || char(31) || \
-    prev_hash || char(31) || hash";
-
-fn unpack(seq: i64, packed: &str) -> Option<StoredEvent> {
-    let mut parts = packed.split('\u{1f}');
-    let mut next = || parts.next().map(str::to_owned);
-    let optional = |part: String| -> Option<Option<String>> {
-        match part.split_at_checked(1)? {
-            ("N", "") => Some(None),
-            ("S", rest) => Some(Some(rest.to_owned())),
-            _ => None,
-        }
-    };
-    let event = Event {
-        seq,
-        at: next()?,
-        kind: next()?,
-        principal_id: optional(next()?)?,
-        action: next()?,
-        resource_type: next()?,
-        resource_id: optional(next()?)?,
-        partner_id: optional(next()?)?,
-        decision: next()?,
-        policy_version: next()?,
-        detail: next()?,
-    };
-    let prev_hash = next()?;
-    let hash = next()?;
-    if next().is_some() {
-        return None;
-    }
-    Some(StoredEvent {
-        event,
-        prev_hash,
-        hash,
-    })
+/// A stored event checked against its stored hash ([`checked_between`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    /// Its seq.
+    pub seq: i64,
+    /// The previous event's hash, as stored with it.
+    pub prev_hash: String,
+    /// Its hash, as stored.
+    pub hash: String,
+    /// `None` when its content hashes to that hash; else what it hashes to.
+    pub mismatch: Option<String>,
 }
 
 /// Filters of an audit query; all present must hold.

@@ -227,6 +227,27 @@ fn decode_postgres(row: &PgRow) -> Result<Row, sqlx::Error> {
     Ok(Row(out))
 }
 
+/// A row's values where the driver holds them, for a reader that needs
+/// them only for a moment ([`Db::visit_offloaded`]): nothing is copied out.
+pub trait RowRef {
+    /// Integer value `i` (0 if it is not one).
+    fn int(&self, i: usize) -> i64;
+    /// Text value `i`; `None` for NULL and for anything but text.
+    fn text(&self, i: usize) -> Option<&str>;
+}
+
+struct PgRowRef<'r>(&'r PgRow);
+
+impl RowRef for PgRowRef<'_> {
+    fn int(&self, i: usize) -> i64 {
+        self.0.try_get::<i64, _>(i).unwrap_or(0)
+    }
+
+    fn text(&self, i: usize) -> Option<&str> {
+        self.0.try_get::<Option<&str>, _>(i).ok().flatten()
+    }
+}
+
 /// Where the data lives.
 #[derive(Clone, Debug)]
 enum Pools {
@@ -411,6 +432,29 @@ impl Db {
         match &self.pools {
             Pools::Sqlite(sqlite) => sqlite.fetch_all_offloaded(sql).await,
             Pools::Postgres(_) => self.fetch_all(&sql).await,
+        }
+    }
+
+    /// Reads rows and hands each to `visit` where the driver holds it, on
+    /// a blocking thread (on SQLite the read runs there too; PostgreSQL's
+    /// rows are visited once they have all arrived), for a long read whose
+    /// values are needed only to compute something smaller from them.
+    pub async fn visit_offloaded<T: Send + 'static>(
+        &self,
+        sql: Sql,
+        visit: impl FnMut(&dyn RowRef) -> T + Send + 'static,
+    ) -> Result<Vec<T>, StoreError> {
+        match &self.pools {
+            Pools::Sqlite(sqlite) => sqlite.visit_offloaded(sql, visit).await,
+            Pools::Postgres(pool) => {
+                let rows = bind_all!(sql).fetch_all(pool).await?;
+                let mut visit = visit;
+                tokio::task::spawn_blocking(move || {
+                    rows.iter().map(|row| visit(&PgRowRef(row))).collect()
+                })
+                .await
+                .map_err(|e| StoreError::Interrupted(e.to_string()))
+            }
         }
     }
 

@@ -34,7 +34,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::StoreError;
-use crate::sql::{Row, Sql, Value};
+use crate::sql::{Row, RowRef, Sql, Value};
 
 /// Statements kept prepared per connection: the statements of the
 /// service are a few dozen shapes.
@@ -185,6 +185,32 @@ impl Sqlite {
         tokio::task::spawn_blocking(move || this.fetch_all(&sql))
             .await
             .map_err(|e| StoreError::Interrupted(e.to_string()))?
+    }
+
+    /// Reads rows on a blocking thread and hands each to `visit` as it
+    /// lies in SQLite's buffers ([`crate::sql::Db::visit_offloaded`]).
+    pub(crate) async fn visit_offloaded<T: Send + 'static>(
+        self: &Arc<Self>,
+        sql: Sql,
+        mut visit: impl FnMut(&dyn RowRef) -> T + Send + 'static,
+    ) -> Result<Vec<T>, StoreError> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || -> Result<Vec<T>, StoreError> {
+            let conn = this.take_reader()?;
+            let read = (|| -> rusqlite::Result<Vec<T>> {
+                let mut statement = prepare(&conn, &sql)?;
+                let mut rows = statement.raw_query();
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    out.push(visit(&SqliteRowRef(row)));
+                }
+                Ok(out)
+            })();
+            this.put_reader(conn);
+            Ok(read?)
+        })
+        .await
+        .map_err(|e| StoreError::Interrupted(e.to_string()))?
     }
 
     /// Starts a write transaction on the writer (`BEGIN IMMEDIATE`: the
@@ -477,6 +503,24 @@ fn prepare<'c>(conn: &'c Connection, sql: &Sql) -> rusqlite::Result<rusqlite::Ca
         }
     }
     Ok(statement)
+}
+
+struct SqliteRowRef<'r>(&'r rusqlite::Row<'r>);
+
+impl RowRef for SqliteRowRef<'_> {
+    fn int(&self, i: usize) -> i64 {
+        match self.0.get_ref(i) {
+            Ok(ValueRef::Integer(n)) => n,
+            _ => 0,
+        }
+    }
+
+    fn text(&self, i: usize) -> Option<&str> {
+        match self.0.get_ref(i).ok()? {
+            ValueRef::Text(bytes) | ValueRef::Blob(bytes) => std::str::from_utf8(bytes).ok(),
+            _ => None,
+        }
+    }
 }
 
 /// Runs a statement and decodes its rows by each value's storage class.
