@@ -1009,6 +1009,28 @@ mod tests {
     use super::*;
     use crate::DbOptions;
 
+    /// A read of partner `partner` by `principal` at `at`, stored at
+    /// `seq` (links left empty: lookups do not read them).
+    fn read_event(seq: i64, at: String, principal: Option<String>, partner: String) -> StoredEvent {
+        StoredEvent {
+            event: Event {
+                seq,
+                at,
+                kind: "decision".into(),
+                principal_id: principal,
+                action: "read".into(),
+                resource_type: "partner".into(),
+                resource_id: Some(partner.clone()),
+                partner_id: Some(partner),
+                decision: "allow".into(),
+                policy_version: "v".into(),
+                detail: "{}".into(),
+            },
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
     /// The rows the indexer filed before posting lists (migration 0009)
     /// become posting lists on the upgrade, on both backends: what was
     /// indexed stays indexed, and lookups find exactly what a plain filter
@@ -1074,22 +1096,15 @@ mod tests {
             // blocks of 65,536), filed as 0009's indexer filed them: a
             // row per event and key.
             let events: Vec<StoredEvent> = (0..120)
-                .map(|i: i64| StoredEvent {
-                    event: Event {
-                        seq: 1 + 3001 * i,
-                        at: format!("2026-12-01T10:{:02}:00Z", i % 60),
-                        kind: "decision".into(),
-                        principal_id: (i % 5 != 0).then(|| format!("u{}", i % 4)),
-                        action: "read".into(),
-                        resource_type: "partner".into(),
-                        resource_id: Some(format!("p{}", i % 7)),
-                        partner_id: Some(format!("p{}", i % 3)),
-                        decision: "allow".into(),
-                        policy_version: "v".into(),
-                        detail: "{}".into(),
-                    },
-                    prev_hash: String::new(),
-                    hash: String::new(),
+                .map(|i: i64| {
+                    let mut event = read_event(
+                        1 + 3001 * i,
+                        format!("2026-12-01T10:{:02}:00Z", i % 60),
+                        (i % 5 != 0).then(|| format!("u{}", i % 4)),
+                        format!("p{}", i % 3),
+                    );
+                    event.event.resource_id = Some(format!("p{}", i % 7));
+                    event
                 })
                 .collect();
             let mut tx = db.begin().await.expect("begin");
@@ -1176,22 +1191,13 @@ mod tests {
         // 301 events of one principal in one block, each third about
         // another partner.
         let events: Vec<StoredEvent> = (1..=301)
-            .map(|seq| StoredEvent {
-                event: Event {
+            .map(|seq| {
+                read_event(
                     seq,
-                    at: format!("2026-12-01T10:00:{:02}Z", seq % 60),
-                    kind: "decision".into(),
-                    principal_id: Some("u1".into()),
-                    action: "read".into(),
-                    resource_type: "partner".into(),
-                    resource_id: Some(format!("p{}", seq % 3)),
-                    partner_id: Some(format!("p{}", seq % 3)),
-                    decision: "allow".into(),
-                    policy_version: "v".into(),
-                    detail: "{}".into(),
-                },
-                prev_hash: String::new(),
-                hash: String::new(),
+                    format!("2026-12-01T10:00:{:02}Z", seq % 60),
+                    Some("u1".into()),
+                    format!("p{}", seq % 3),
+                )
             })
             .collect();
         let mut tx = db.begin().await.expect("begin");
