@@ -1009,6 +1009,24 @@ mod tests {
     use super::*;
     use crate::DbOptions;
 
+    /// Runs one statement in a transaction of its own.
+    async fn run(db: &Db, statement: &str) {
+        let mut tx = db.begin().await.expect("begin");
+        let mut sql = tx.sql();
+        sql.push(statement);
+        tx.execute(&sql).await.expect(statement);
+        tx.commit().await.expect("commit");
+    }
+
+    /// Runs one statement on the database at `url`, outside any schema.
+    async fn run_at(url: &str, statement: &str) {
+        let admin = Db::connect(url, &DbOptions::default())
+            .await
+            .expect("admin");
+        run(&admin, statement).await;
+        admin.close().await;
+    }
+
     /// A read of partner `partner` by `principal` at `at`, stored at
     /// `seq` (links left empty: lookups do not read them).
     fn read_event(seq: i64, at: String, principal: Option<String>, partner: String) -> StoredEvent {
@@ -1052,15 +1070,7 @@ mod tests {
         }
         for (dialect, url, schema) in backends {
             if let Some(schema) = &schema {
-                let admin = Db::connect(&url, &DbOptions::default())
-                    .await
-                    .expect("admin");
-                let mut tx = admin.begin().await.expect("begin");
-                let mut sql = tx.sql();
-                sql.push(&format!("CREATE SCHEMA {schema}"));
-                tx.execute(&sql).await.expect("schema");
-                tx.commit().await.expect("commit");
-                admin.close().await;
+                run_at(&url, &format!("CREATE SCHEMA {schema}")).await;
             }
             let options = DbOptions {
                 schema: schema.clone(),
@@ -1164,15 +1174,7 @@ mod tests {
             }
             db.close().await;
             if let Some(schema) = &schema {
-                let admin = Db::connect(&url, &DbOptions::default())
-                    .await
-                    .expect("admin");
-                let mut tx = admin.begin().await.expect("begin");
-                let mut sql = tx.sql();
-                sql.push(&format!("DROP SCHEMA {schema} CASCADE"));
-                tx.execute(&sql).await.expect("drop schema");
-                tx.commit().await.expect("commit");
-                admin.close().await;
+                run_at(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
             }
         }
     }
@@ -1206,11 +1208,7 @@ mod tests {
             .expect("events");
         tx.commit().await.expect("commit");
         while index_pending(&db, 100).await.expect("index") > 0 {}
-        let mut tx = db.begin().await.expect("begin");
-        let mut sql = tx.sql();
-        sql.push("DELETE FROM audit_indexed");
-        tx.execute(&sql).await.expect("watermark lost");
-        tx.commit().await.expect("commit");
+        run(&db, "DELETE FROM audit_indexed").await;
         while index_pending(&db, 37).await.expect("index again") > 0 {}
         // One more, listed once: the seqs found twice below it no longer
         // pair up within a query's share.
