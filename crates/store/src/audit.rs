@@ -311,7 +311,7 @@ pub async fn checked_between(
         .bind(through)
         .push(" ORDER BY seq");
     let mut scratch = Vec::new();
-    db.visit_offloaded(sql, move |row| {
+    db.visit_range(sql, move |row| {
         // A value that is not text where text belongs (NULL in a field
         // that must have one, bytes that are not UTF-8) was not written by
         // partnerdb: read as empty, it hashes to something else.
@@ -1008,6 +1008,7 @@ pub async fn insert_stored(tx: &mut Tx, events: &[StoredEvent]) -> Result<(), St
 mod tests {
     use super::*;
     use crate::DbOptions;
+    use std::str::FromStr as _;
 
     /// Runs one statement in a transaction of its own.
     async fn run(db: &Db, statement: &str) {
@@ -1058,20 +1059,10 @@ mod tests {
         let scratch = crate::scratch::Scratch::new("postings-upgrade");
         let sqlite_url = format!("sqlite://{}", scratch.file().display());
         let mut backends = vec![(Dialect::Sqlite, sqlite_url, None)];
-        match std::env::var("PARTNERDB_TEST_PG_URL") {
-            Ok(url) if !url.is_empty() => {
-                let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-                backends.push((Dialect::Postgres, url, Some(schema)));
-            }
-            _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("CI=true but PARTNERDB_TEST_PG_URL is not set: PostgreSQL tests cannot run")
-            }
-            _ => eprintln!("skipping PostgreSQL: PARTNERDB_TEST_PG_URL is not set"),
+        if let Some((url, schema)) = postgres_schema().await {
+            backends.push((Dialect::Postgres, url, Some(schema)));
         }
         for (dialect, url, schema) in backends {
-            if let Some(schema) = &schema {
-                run_at(&url, &format!("CREATE SCHEMA {schema}")).await;
-            }
             let options = DbOptions {
                 schema: schema.clone(),
                 ..DbOptions::default()
@@ -1177,6 +1168,89 @@ mod tests {
                 run_at(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
             }
         }
+    }
+
+    /// The test server's URL and a schema made for one test there; `None`
+    /// (said on stderr) without `PARTNERDB_TEST_PG_URL` outside CI.
+    async fn postgres_schema() -> Option<(String, String)> {
+        match std::env::var("PARTNERDB_TEST_PG_URL") {
+            Ok(url) if !url.is_empty() => {
+                let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+                run_at(&url, &format!("CREATE SCHEMA {schema}")).await;
+                Some((url, schema))
+            }
+            _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI=true but PARTNERDB_TEST_PG_URL is not set: PostgreSQL tests cannot run")
+            }
+            _ => {
+                eprintln!("skipping PostgreSQL: PARTNERDB_TEST_PG_URL is not set");
+                None
+            }
+        }
+    }
+
+    /// A slice of the trail read on PostgreSQL (rows visited as they
+    /// arrive, the planner told to walk the index) gives every event of
+    /// the slice in order, checked, and leaves the planner's settings to
+    /// its own transaction: the pool's one connection plans as before.
+    #[tokio::test]
+    async fn a_postgres_slice_read_keeps_its_planner_settings_to_itself() {
+        let Some((url, schema)) = postgres_schema().await else {
+            return;
+        };
+        // One connection: the settings read after the slice are that
+        // connection's.
+        let connect = sqlx::postgres::PgConnectOptions::from_str(&url)
+            .expect("url")
+            .options([("search_path", schema.as_str())]);
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect)
+            .await
+            .expect("pool");
+        let db = Db::on_postgres_pool(pool);
+        db.migrate().await.expect("migrate");
+        let mut prev = partnerdb_audit::GENESIS.to_owned();
+        let events: Vec<StoredEvent> = (1..=50)
+            .map(|seq| {
+                let mut stored = read_event(
+                    seq,
+                    format!("2026-12-01T10:00:{:02}Z", seq % 60),
+                    Some("u1".into()),
+                    format!("p{}", seq % 3),
+                );
+                stored.hash = stored.event.hash(&prev);
+                stored.prev_hash = std::mem::replace(&mut prev, stored.hash.clone());
+                stored
+            })
+            .collect();
+        let mut tx = db.begin().await.expect("begin");
+        insert_stored(&mut tx, &events).await.expect("events");
+        tx.commit().await.expect("commit");
+        let settings = || async {
+            let mut sql = db.sql();
+            sql.push(
+                "SELECT current_setting('enable_bitmapscan') || ' ' || current_setting('enable_sort') \
+                 || ' ' || current_setting('max_parallel_workers_per_gather')",
+            );
+            db.fetch_all(&sql).await.expect("settings")[0].text(0)
+        };
+        let before = settings().await;
+        assert_ne!(before, "off off 0", "the server's own settings");
+        let got = checked_between(&db, 10, 40).await.expect("slice");
+        let expected: Vec<Checked> = events[10..40]
+            .iter()
+            .map(|s| Checked {
+                seq: s.event.seq,
+                prev_hash: s.prev_hash.clone(),
+                hash: s.hash.clone(),
+                mismatch: None,
+            })
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(settings().await, before);
+        db.close().await;
+        run_at(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
     }
 
     /// Lists filed twice over different chunks (the watermark lost)

@@ -188,7 +188,7 @@ impl Sqlite {
     }
 
     /// Reads rows on a blocking thread and hands each to `visit` as it
-    /// lies in SQLite's buffers ([`crate::sql::Db::visit_offloaded`]).
+    /// lies in SQLite's buffers ([`crate::sql::Db::visit_range`]).
     pub(crate) async fn visit_offloaded<T: Send + 'static>(
         self: &Arc<Self>,
         sql: Sql,
