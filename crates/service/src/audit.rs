@@ -739,9 +739,10 @@ pub async fn verify(
     let mut verifier = partnerdb_audit::ChainVerifier::new(checkpoints, key);
     // The chain is read in slices up to the head seen now (after the
     // checkpoints, so none lies beyond it), a few slices ahead in parallel.
-    // Each event's content is hashed where its slice is read, on a
-    // blocking thread (an event's hash needs only its own fields and its
-    // stored link), so slices are hashed at once too; the links, the
+    // Each event's content is hashed where its slice is read (SQLite: on a
+    // blocking thread; PostgreSQL: on the slice's task, as rows arrive; an
+    // event's hash needs only its own fields and its stored link), so
+    // slices are hashed at once too; the links, the
     // sequence and the checkpoints are then followed here in order.
     const SLICE: i64 = 10_000;
     const AHEAD: usize = 4;

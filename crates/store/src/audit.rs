@@ -1008,7 +1008,6 @@ pub async fn insert_stored(tx: &mut Tx, events: &[StoredEvent]) -> Result<(), St
 mod tests {
     use super::*;
     use crate::DbOptions;
-    use std::str::FromStr as _;
 
     /// Runs one statement in a transaction of its own.
     async fn run(db: &Db, statement: &str) {
@@ -1192,23 +1191,17 @@ mod tests {
     /// A slice of the trail read on PostgreSQL (rows visited as they
     /// arrive, the planner told to walk the index) gives every event of
     /// the slice in order, checked, and leaves the planner's settings to
-    /// its own transaction: the pool's one connection plans as before.
+    /// its own transaction: every connection of the pool plans as before.
     #[tokio::test]
     async fn a_postgres_slice_read_keeps_its_planner_settings_to_itself() {
         let Some((url, schema)) = postgres_schema().await else {
             return;
         };
-        // One connection: the settings read after the slice are that
-        // connection's.
-        let connect = sqlx::postgres::PgConnectOptions::from_str(&url)
-            .expect("url")
-            .options([("search_path", schema.as_str())]);
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect_with(connect)
-            .await
-            .expect("pool");
-        let db = Db::on_postgres_pool(pool);
+        let options = DbOptions {
+            schema: Some(schema.clone()),
+            ..DbOptions::default()
+        };
+        let db = Db::connect(&url, &options).await.expect("open");
         db.migrate().await.expect("migrate");
         let mut prev = partnerdb_audit::GENESIS.to_owned();
         let events: Vec<StoredEvent> = (1..=50)
@@ -1227,16 +1220,32 @@ mod tests {
         let mut tx = db.begin().await.expect("begin");
         insert_stored(&mut tx, &events).await.expect("events");
         tx.commit().await.expect("commit");
+        // The settings of every connection the pool holds: all of them at
+        // once, so that the one the slice was read on is among them.
         let settings = || async {
-            let mut sql = db.sql();
-            sql.push(
-                "SELECT current_setting('enable_bitmapscan') || ' ' || current_setting('enable_sort') \
-                 || ' ' || current_setting('max_parallel_workers_per_gather')",
-            );
-            db.fetch_all(&sql).await.expect("settings")[0].text(0)
+            let pool = db.postgres_pool().expect("a PostgreSQL pool");
+            let mut held = Vec::new();
+            for _ in 0..pool.options().get_max_connections() {
+                held.push(pool.acquire().await.expect("a connection"));
+            }
+            let mut seen = Vec::new();
+            for conn in &mut held {
+                let setting: String = sqlx::query_scalar(
+                    "SELECT current_setting('enable_bitmapscan') || ' ' || current_setting('enable_sort') \
+                     || ' ' || current_setting('max_parallel_workers_per_gather')",
+                )
+                .fetch_one(&mut **conn)
+                .await
+                .expect("settings");
+                seen.push(setting);
+            }
+            seen
         };
         let before = settings().await;
-        assert_ne!(before, "off off 0", "the server's own settings");
+        assert!(
+            before.iter().all(|s| s != "off off 0"),
+            "the server's own settings: {before:?}"
+        );
         let got = checked_between(&db, 10, 40).await.expect("slice");
         let expected: Vec<Checked> = events[10..40]
             .iter()

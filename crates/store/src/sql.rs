@@ -335,15 +335,6 @@ impl Db {
         })
     }
 
-    /// A database on a pool made elsewhere (tests that need to know which
-    /// connection a statement runs on).
-    #[cfg(test)]
-    pub(crate) fn on_postgres_pool(pool: PgPool) -> Db {
-        Db {
-            pools: Pools::Postgres(pool),
-        }
-    }
-
     async fn open_postgres(url: &str, options: &DbOptions) -> Result<Db, StoreError> {
         let mut connect = PgConnectOptions::from_str(url)?;
         if let Some(schema) = &options.schema {
