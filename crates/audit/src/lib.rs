@@ -222,6 +222,25 @@ pub struct StoredEvent {
     pub hash: String,
 }
 
+/// Links `events` into a chain after the event whose hash is `prev_hash`
+/// ([`GENESIS`] for a chain of its own): each gets the hash before it and
+/// its own. The chain as the writer would store it, for loading a trail in
+/// bulk (benchmarks, restores) and for tests that rewrite one.
+pub fn link(prev_hash: &str, events: impl IntoIterator<Item = Event>) -> Vec<StoredEvent> {
+    let mut prev = prev_hash.to_owned();
+    events
+        .into_iter()
+        .map(|event| {
+            let hash = event.hash(&prev);
+            StoredEvent {
+                event,
+                prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                hash,
+            }
+        })
+        .collect()
+}
+
 impl StoredEvent {
     /// The stored event, borrowed.
     pub fn view(&self) -> StoredRef<'_> {
@@ -572,20 +591,7 @@ mod tests {
     }
 
     fn chain(n: i64) -> Vec<StoredEvent> {
-        let mut prev = GENESIS.to_owned();
-        (1..=n)
-            .map(|seq| {
-                let event = event(seq, "read");
-                let hash = event.hash(&prev);
-                let stored = StoredEvent {
-                    event,
-                    prev_hash: prev.clone(),
-                    hash: hash.clone(),
-                };
-                prev = hash;
-                stored
-            })
-            .collect()
+        link(GENESIS, (1..=n).map(|seq| event(seq, "read")))
     }
 
     fn verify(
@@ -651,21 +657,9 @@ mod tests {
         // A whole rewritten chain is consistent, but not with a checkpoint.
         let key = CheckpointKey::from_seed([7; 32]);
         let checkpoint = key.sign(3, &good[2].hash, "t");
-        let mut rewritten = Vec::new();
-        let mut prev = GENESIS.to_owned();
-        for (i, e) in good.iter().enumerate() {
-            let mut event = e.event.clone();
-            if i == 1 {
-                event.action = "export".into();
-            }
-            let hash = event.hash(&prev);
-            rewritten.push(StoredEvent {
-                event,
-                prev_hash: prev.clone(),
-                hash: hash.clone(),
-            });
-            prev = hash;
-        }
+        let mut events: Vec<Event> = good.iter().map(|e| e.event.clone()).collect();
+        events[1].action = "export".into();
+        let rewritten = link(GENESIS, events);
         assert!(matches!(
             verify(&rewritten, vec![checkpoint.clone()], Some(&key.public())),
             Err(Break::Checkpoint { seq: 3, .. })

@@ -393,20 +393,19 @@ async fn verify_names_every_kind_of_tampering() {
                         .await
                         .unwrap();
                     cp_tx.commit().await.unwrap();
-                    let mut events =
-                        partnerdb_store::audit::events_after(app.service.db(), 0, 1000)
-                            .await
-                            .unwrap();
-                    let mut prev = events[1].hash.clone();
-                    for stored in events.iter_mut().skip(2) {
-                        stored.event.action = "export".into();
-                        stored.prev_hash = prev.clone();
-                        stored.hash = stored.event.hash(&prev);
-                        prev = stored.hash.clone();
-                    }
+                    let events = partnerdb_store::audit::events_after(app.service.db(), 0, 1000)
+                        .await
+                        .unwrap();
+                    let rewritten = partnerdb_audit::link(
+                        &events[1].hash,
+                        events[2..].iter().map(|stored| partnerdb_audit::Event {
+                            action: "export".into(),
+                            ..stored.event.clone()
+                        }),
+                    );
                     sql(&app, "DELETE FROM audit_events WHERE seq >= 3").await;
                     let mut tx = app.service.db().begin().await.unwrap();
-                    partnerdb_store::audit::insert_stored(&mut tx, &events[2..])
+                    partnerdb_store::audit::insert_stored(&mut tx, &rewritten)
                         .await
                         .unwrap();
                     tx.commit().await.unwrap();

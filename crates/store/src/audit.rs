@@ -1203,20 +1203,18 @@ mod tests {
         };
         let db = Db::connect(&url, &options).await.expect("open");
         db.migrate().await.expect("migrate");
-        let mut prev = partnerdb_audit::GENESIS.to_owned();
-        let events: Vec<StoredEvent> = (1..=50)
-            .map(|seq| {
-                let mut stored = read_event(
+        let events = partnerdb_audit::link(
+            partnerdb_audit::GENESIS,
+            (1..=50).map(|seq| {
+                read_event(
                     seq,
                     format!("2026-12-01T10:00:{:02}Z", seq % 60),
                     Some("u1".into()),
                     format!("p{}", seq % 3),
-                );
-                stored.hash = stored.event.hash(&prev);
-                stored.prev_hash = std::mem::replace(&mut prev, stored.hash.clone());
-                stored
-            })
-            .collect();
+                )
+                .event
+            }),
+        );
         let mut tx = db.begin().await.expect("begin");
         insert_stored(&mut tx, &events).await.expect("events");
         tx.commit().await.expect("commit");

@@ -17,7 +17,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use partnerdb_audit::{ChainVerifier, Checkpoint, CheckpointKey, Event, GENESIS, StoredEvent};
+use partnerdb_audit::{ChainVerifier, Checkpoint, CheckpointKey, Event, GENESIS};
 use partnerdb_service::audit::{AuditWriter, verify};
 use partnerdb_store::audit::{self as store, NewEvent};
 use partnerdb_store::{Db, DbOptions};
@@ -209,35 +209,30 @@ async fn verify_bench(args: &Args) -> anyhow::Result<()> {
     };
     let key = CheckpointKey::from_seed([7; 32]);
     let started = Instant::now();
-    let mut prev = GENESIS.to_owned();
-    let mut chain: Vec<StoredEvent> = Vec::with_capacity(total);
-    let mut checkpoints: Vec<Checkpoint> = Vec::new();
-    for i in 0..total {
-        let new = event(i);
-        let seq = i as i64 + 1;
-        let stored_event = Event {
-            seq,
-            at: new.at,
-            kind: new.kind,
-            principal_id: new.principal_id,
-            action: new.action,
-            resource_type: new.resource_type,
-            resource_id: new.resource_id,
-            partner_id: new.partner_id,
-            decision: new.decision,
-            policy_version: new.policy_version,
-            detail: new.detail,
-        };
-        let hash = stored_event.hash(&prev);
-        if seq % 10_000 == 0 {
-            checkpoints.push(key.sign(seq, &hash, &stored_event.at));
-        }
-        chain.push(StoredEvent {
-            event: stored_event,
-            prev_hash: std::mem::replace(&mut prev, hash.clone()),
-            hash,
-        });
-    }
+    let chain = partnerdb_audit::link(
+        GENESIS,
+        (0..total).map(|i| {
+            let new = event(i);
+            Event {
+                seq: i as i64 + 1,
+                at: new.at,
+                kind: new.kind,
+                principal_id: new.principal_id,
+                action: new.action,
+                resource_type: new.resource_type,
+                resource_id: new.resource_id,
+                partner_id: new.partner_id,
+                decision: new.decision,
+                policy_version: new.policy_version,
+                detail: new.detail,
+            }
+        }),
+    );
+    let checkpoints: Vec<Checkpoint> = chain
+        .iter()
+        .filter(|stored| stored.event.seq % 10_000 == 0)
+        .map(|stored| key.sign(stored.event.seq, &stored.hash, &stored.event.at))
+        .collect();
     for chunk in chain.chunks(20_000) {
         let mut tx = db.begin().await?;
         store::insert_stored(&mut tx, chunk).await?;
