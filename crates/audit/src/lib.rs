@@ -225,7 +225,7 @@ pub struct StoredEvent {
 /// Links `events` into a chain after the event whose hash is `prev_hash`
 /// ([`GENESIS`] for a chain of its own): each gets the hash before it and
 /// its own. The chain as the writer would store it, for loading a trail in
-/// bulk (benchmarks, restores) and for tests that rewrite one.
+/// bulk (audit-bench) and for tests that build or rewrite one.
 pub fn link(prev_hash: &str, events: impl IntoIterator<Item = Event>) -> Vec<StoredEvent> {
     let mut prev = prev_hash.to_owned();
     events
