@@ -294,6 +294,7 @@ async fn verify_names_every_kind_of_tampering() {
             "insert",
             "reorder",
             "far",
+            "below",
             "rewrite",
         ] {
             let Some(app) = spawn(backend).await else {
@@ -383,6 +384,13 @@ async fn verify_names_every_kind_of_tampering() {
                                SELECT 1000000000000, at, kind, principal_id, action, resource_type, resource_id, partner_id, decision, policy_version, detail, hash, hash FROM audit_events WHERE seq = {head}")).await;
                     verified(&app, vec![]).await
                 }
+                "below" => {
+                    // A forged event below the chain's start (seq 0): the
+                    // trail lists it, so verify must read it too.
+                    sql(&app, "INSERT INTO audit_events (seq, at, kind, principal_id, action, resource_type, resource_id, partner_id, decision, policy_version, detail, prev_hash, hash) \
+                               SELECT 0, at, kind, principal_id, 'export', resource_type, resource_id, partner_id, decision, policy_version, detail, prev_hash, hash FROM audit_events WHERE seq = 1").await;
+                    verified(&app, vec![]).await
+                }
                 _ => {
                     // A consistent rewrite of the whole chain from event 3:
                     // only a checkpoint can tell.
@@ -438,6 +446,14 @@ async fn verify_names_every_kind_of_tampering() {
                         found: 1_000_000_000_000,
                     },
                 ) if *previous == head && *expected == head + 1 => {}
+                (
+                    "below",
+                    Break::Sequence {
+                        previous: 0,
+                        expected: 1,
+                        found: 0,
+                    },
+                ) => {}
                 ("rewrite", Break::Checkpoint { .. }) => {}
                 _ => panic!("{backend:?} {tamper}: unexpected {broken:?}"),
             }
@@ -486,9 +502,22 @@ async fn exported_checkpoints_catch_a_truncated_tail() {
             "{backend:?}: the database alone cannot tell"
         );
         assert_eq!(
-            verified(&app, exported).await,
+            verified(&app, exported.clone()).await,
             Err(Break::Truncated { last: seq - 2, seq }),
             "{backend:?}"
+        );
+        // Without the public key, a file's checkpoints are checked against
+        // the key they name, like the stored ones: a forged signature is
+        // named as such.
+        let mut forged = exported[0].clone();
+        forged.seq = 1;
+        let keyless = verify(app.service.db(), vec![forged], None, |_| {}).await;
+        assert!(
+            matches!(
+                keyless,
+                Err(VerifyError::Broken(Break::Signature { seq: 1 }))
+            ),
+            "{backend:?}: {keyless:?}"
         );
     }
 }
@@ -653,6 +682,22 @@ async fn reading_the_trail_masks_values_and_needs_audit_read() {
             admin_view.body["items"][0]["detail"]["changes"][0]["after"],
             250
         );
+        // The record's attributes in the decision input are its general
+        // values: shown to who may read them, names only to the others.
+        let attrs = |page: &Value| page["items"][0]["detail"]["input"]["resource"]["attrs"].clone();
+        assert_eq!(attrs(&admin_view.body)["name"], "A", "{backend:?}");
+        assert_eq!(attrs(&admin_view.body)["region"], "emea", "{backend:?}");
+        let hidden = attrs(&page.body);
+        assert_eq!(hidden["name"], "hidden: not readable by you", "{backend:?}");
+        assert_eq!(
+            hidden["region"], "hidden: not readable by you",
+            "{backend:?}"
+        );
+        assert!(
+            !page.body.to_string().contains("\"emea\""),
+            "{backend:?}: no general value reaches a reader who may not read partners: {}",
+            page.body
+        );
         // Filters, and cursors bound to them.
         let creates = app
             .get(
@@ -670,7 +715,24 @@ async fn reading_the_trail_masks_values_and_needs_audit_read() {
                 )
                 .await;
             assert_eq!(other.body["code"], "invalid_cursor");
+            // A value holding `&` is one filter, not two: the cursor of
+            // `action=create&limit=1` split otherwise is refused.
+            let smuggled = app
+                .get(
+                    &format!(
+                        "/v1/audit?resource=partner&action=create%26limit%3D1&cursor={cursor}"
+                    ),
+                    &app.admin_token,
+                )
+                .await;
+            assert_eq!(smuggled.body["code"], "invalid_cursor", "{backend:?}");
         }
+        // A filter given twice is refused, not read as one of its values.
+        let twice = app
+            .get("/v1/audit?principal=a&principal=b", &app.admin_token)
+            .await;
+        assert_eq!(twice.status, StatusCode::BAD_REQUEST, "{backend:?}");
+        assert_eq!(twice.body["code"], "duplicate_parameter", "{backend:?}");
         // Usage counters.
         let usage = app.get("/v1/usage?kind=grant", &auditor).await;
         assert!(

@@ -713,7 +713,7 @@ pub struct VerifyReport {
 
 /// Verifies the whole stored chain, its stored checkpoints and `given`
 /// ones (exported earlier), with signatures checked against `key` — or,
-/// without one, against the public key stored with each checkpoint (which
+/// without one, against the public key kept with each checkpoint (which
 /// catches edits, not an attacker who also replaced the checkpoints).
 /// `progress` is called with the last verified seq after every page.
 pub async fn verify(
@@ -723,6 +723,7 @@ pub async fn verify(
     mut progress: impl FnMut(i64),
 ) -> Result<VerifyReport, VerifyError> {
     let mut checkpoints = store::checkpoints(db).await?;
+    checkpoints.extend(given);
     if key.is_none() {
         for checkpoint in &checkpoints {
             let own = partnerdb_audit::PublicKey::from_hex(&checkpoint.public_key);
@@ -734,7 +735,6 @@ pub async fn verify(
             }
         }
     }
-    checkpoints.extend(given);
     let count = checkpoints.len();
     let mut verifier = partnerdb_audit::ChainVerifier::new(checkpoints, key);
     // The chain is read in slices up to the head seen now (after the
@@ -748,7 +748,9 @@ pub async fn verify(
     const AHEAD: usize = 4;
     let (last_seq, _) = store::head(db).await?;
     let mut pending = std::collections::VecDeque::new();
-    let mut next = 0;
+    // From the lowest seq there is: a row below 1 (inserted by hand) is a
+    // break to report, not something to read past.
+    let mut next = store::lowest_seq(db).await?.map_or(0, |low| low.min(1) - 1);
     loop {
         while pending.len() < AHEAD && next < last_seq {
             let (db, after, through) = (db.clone(), next, (next + SLICE).min(last_seq));

@@ -6,7 +6,7 @@ use partnerdb_policy::{Action, NoAttributes, Request, Resource, ResourceType};
 use partnerdb_store::Value;
 use partnerdb_store::audit::{self as store, AuditFilter};
 use partnerdb_store::records::After;
-use serde_json::{Value as Json, json};
+use serde_json::{Map, Value as Json, json};
 
 use crate::Service;
 use crate::audit::{Draft, Target};
@@ -74,8 +74,18 @@ impl Service {
         let mut filter = AuditFilter::default();
         let mut limit = 100;
         let mut cursor = None;
-        let mut canonical = Vec::new();
+        // The filters as given, for the cursor's binding: a map (a name
+        // given twice is refused, not read as its last value), encoded as
+        // JSON so that no value can pass for another filter.
+        let mut canonical = std::collections::BTreeMap::new();
         for (name, value) in params {
+            if canonical.contains_key(name.as_str()) || (name == "cursor" && cursor.is_some()) {
+                return Err(ServiceError::invalid(
+                    "duplicate_parameter",
+                    name.as_str(),
+                    format!("`{name}` is given more than once"),
+                ));
+            }
             if value.len() > 200 {
                 return Err(ServiceError::invalid(
                     "value_too_long",
@@ -146,10 +156,18 @@ impl Service {
                     ));
                 }
             }
-            canonical.push(format!("{name}={value}"));
+            canonical.insert(name.as_str(), value.as_str());
         }
-        canonical.sort();
-        let binding = format!("{}|audit|{}", caller.principal.id, canonical.join("&"));
+        let binding = format!(
+            "{}|audit|{}",
+            caller.principal.id,
+            Json::from(
+                canonical
+                    .into_iter()
+                    .map(|(name, value)| (name.to_owned(), Json::from(value)))
+                    .collect::<Map<String, Json>>()
+            )
+        );
         let before = match cursor {
             Some(cursor) => Some(
                 self.cursors()
@@ -181,21 +199,37 @@ impl Service {
         Ok(json!({"items": items, "next_cursor": next_cursor}))
     }
 
-    /// An event as `caller` may see it: changed values of classes it may
-    /// not read on the recorded record are dropped (field names stay).
+    /// An event as `caller` may see it: values of classes it may not read
+    /// on the recorded record are dropped (field names stay): changed
+    /// values, and the record's attributes in the decision input (its
+    /// general text fields, and a child's partner's region and tier).
     fn show_event(&self, caller: &Caller, stored: &partnerdb_audit::StoredEvent) -> Json {
+        const HIDDEN: &str = "hidden: not readable by you";
         let event = &stored.event;
         let mut detail: Json = serde_json::from_str(&event.detail).unwrap_or(Json::Null);
-        if let Some(changes) = detail.get_mut("changes").and_then(Json::as_array_mut) {
-            let visible = readable_classes(caller, &detail_input_resource(&event.detail));
-            for change in changes.iter_mut() {
-                let class = change["class"].as_str().unwrap_or("").to_owned();
-                if !visible.iter().any(|c| *c == class)
-                    && let Some(object) = change.as_object_mut()
-                {
-                    object.remove("before");
-                    object.remove("after");
-                    object.insert("values".into(), Json::from("hidden: not readable by you"));
+        let resource = &detail["input"]["resource"];
+        if resource["attrs"].is_object() || detail["changes"].is_array() {
+            let visible = readable_classes(caller, resource);
+            let readable = |class: &str| visible.contains(&class);
+            if !readable("general")
+                && let Some(attrs) = detail["input"]["resource"]
+                    .get_mut("attrs")
+                    .and_then(Json::as_object_mut)
+            {
+                for value in attrs.values_mut() {
+                    *value = Json::from(HIDDEN);
+                }
+            }
+            if let Some(changes) = detail.get_mut("changes").and_then(Json::as_array_mut) {
+                for change in changes.iter_mut() {
+                    let class = change["class"].as_str().unwrap_or("").to_owned();
+                    if !readable(&class)
+                        && let Some(object) = change.as_object_mut()
+                    {
+                        object.remove("before");
+                        object.remove("after");
+                        object.insert("values".into(), Json::from(HIDDEN));
+                    }
                 }
             }
         }
@@ -261,13 +295,6 @@ impl Service {
 
 fn usage_json(u: &store::Usage) -> Json {
     json!({"kind": u.kind, "name": u.name, "allows": u.allows, "denies": u.denies, "last_at": u.last_at})
-}
-
-fn detail_input_resource(detail: &str) -> Json {
-    serde_json::from_str::<Json>(detail)
-        .ok()
-        .map(|d| d["input"]["resource"].clone())
-        .unwrap_or(Json::Null)
 }
 
 /// The classes `caller` may read on a resource recorded in an event.
