@@ -287,7 +287,9 @@ async fn run_tail(args: TailArgs) -> anyhow::Result<Outcome> {
             );
             after = e.seq;
         }
-        if !args.follow {
+        // Without --follow, up to the head seen at the start (the last
+        // --lines events may take several pages).
+        if !args.follow && (page.is_empty() || after >= head) {
             return Ok(Outcome::Clean);
         }
         if page.is_empty() {

@@ -1,0 +1,70 @@
+//! `partnerdb audit tail` and `audit export` on a trail longer than one
+//! page of the store's reads (1,000 events).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+mod common;
+
+use common::{Server, init, partnerdb};
+
+fn run(args: &[&str]) -> String {
+    let out = partnerdb().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn tail_prints_the_latest_events_across_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let token = init(&["--data", data]);
+    let server = Server::start(&["--data", data]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        server.ready(&client).await;
+        // Each read is a decision event.
+        for _ in 0..1_300 {
+            let response = client
+                .get(format!("{}/v1/partners?limit=1", server.base))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success());
+        }
+    });
+    server.stop();
+
+    let verify: serde_json::Value =
+        serde_json::from_str(&run(&["audit", "verify", "--data", data, "--json"])).unwrap();
+    let head = verify["events"].as_i64().unwrap();
+    assert!(head > 1_300, "{verify}");
+
+    let tail = run(&["audit", "tail", "--data", data, "-n", "1200"]);
+    let seqs: Vec<i64> = tail
+        .lines()
+        .map(|line| line.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(seqs.len(), 1_200, "{tail}");
+    assert_eq!(seqs.first(), Some(&(head - 1_199)));
+    assert_eq!(seqs.last(), Some(&head), "the latest event is printed");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
+
+    let jsonl = run(&["audit", "export", "--data", data]);
+    assert_eq!(jsonl.lines().count() as i64, head);
+    let csv = run(&["audit", "export", "--data", data, "--format", "csv"]);
+    // A header, then a line an event (details hold no raw line breaks).
+    assert_eq!(csv.lines().count() as i64, head + 1);
+    assert!(csv.starts_with("seq,at,kind,"));
+}
