@@ -245,6 +245,31 @@ async fn decisions_and_changes_are_recorded_for_replay() {
             .unwrap();
         assert_eq!(list["detail"]["list"]["returned"], 1);
 
+        // Filters on personal fields, and parameters refused after their
+        // decision, leave their names in the trail, not their values.
+        let by_email = app
+            .get(
+                "/v1/contacts?email=zelda@acme.example&name=Zelda%20Quartermaine",
+                &app.admin_token,
+            )
+            .await;
+        assert_eq!(by_email.status, StatusCode::OK, "{:?}", by_email.body);
+        let _ = app
+            .get(
+                "/v1/metrics/partner-performance?who=zelda@acme.example",
+                &app.admin_token,
+            )
+            .await;
+        let filtered = events(&app, "&resource=contact&action=read").await;
+        let filters = filtered
+            .iter()
+            .find_map(|e| e["detail"]["list"]["filters"].as_str())
+            .unwrap();
+        assert_eq!(
+            filters, "email=(withheld: pii)&name=(withheld: pii)",
+            "{backend:?}"
+        );
+
         // No personal data anywhere, in clear or hashed; no token.
         let exported = partnerdb_store::audit::events_after(app.service.db(), 0, 100_000)
             .await

@@ -189,7 +189,9 @@ impl Service {
                 decision: &decision,
                 reason,
                 input: crate::audit::input(caller, "read", Target::Object("metrics", Some("partner-performance")), caller.elevated_for(ResourceType::Metrics, Action::Read, None)),
-                extra: json!({"params": params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()}),
+                // Values are kept only for the parameters there are (months):
+                // an unknown one, refused below, may hold anything.
+                extra: json!({"params": params.iter().map(|(k, v)| if k == "from" || k == "to" { format!("{k}={v}") } else { format!("{k}=(withheld: unknown parameter)") }).collect::<Vec<_>>()}),
             },
         );
         self.record(event).await?;

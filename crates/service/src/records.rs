@@ -1131,7 +1131,7 @@ impl Service {
                 kind,
                 &allowed,
                 None,
-                json!({"list": {"filters": parsed.canonical, "partner": route_partner, "returned": returned}}),
+                json!({"list": {"filters": parsed.audited, "partner": route_partner, "returned": returned}}),
             )
         })
         .await?;
@@ -1157,7 +1157,11 @@ fn check_if_match(if_match: Option<&str>, version: i64) -> Result<(), ServiceErr
 
 struct ListParams {
     filters: Vec<Filter>,
+    /// The filters, for the cursor's binding.
     canonical: String,
+    /// The filters as the trail records them (personal and legal values
+    /// withheld).
+    audited: String,
     sort: Sort,
     cursor: Option<String>,
     limit: usize,
@@ -1170,6 +1174,7 @@ fn parse_list_params(
 ) -> Result<ListParams, ServiceError> {
     let mut filters = Vec::new();
     let mut canonical: Vec<String> = Vec::new();
+    let mut audited: Vec<String> = Vec::new();
     let mut sort = Sort {
         column: "id",
         descending: false,
@@ -1242,6 +1247,16 @@ fn parse_list_params(
                 };
                 let filter = parse_filter(table, name, field, op, value, readable)?;
                 canonical.push(format!("{name}={value}"));
+                // The trail keeps a filter's value only where it keeps
+                // changed values (general and financial fields, and the
+                // ids): a personal or legal value names only its field.
+                let class = table.column(field).map(|(_, column)| column.class);
+                audited.push(match class {
+                    Some(class @ (FieldClass::Pii | FieldClass::Legal)) => {
+                        format!("{name}=(withheld: {})", class.name())
+                    }
+                    _ => format!("{name}={value}"),
+                });
                 filters.push(filter);
             }
         }
@@ -1254,9 +1269,11 @@ fn parse_list_params(
         ));
     }
     canonical.sort();
+    audited.sort();
     Ok(ListParams {
         filters,
         canonical: canonical.join("&"),
+        audited: audited.join("&"),
         sort,
         cursor,
         limit,
