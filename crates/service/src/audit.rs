@@ -468,6 +468,13 @@ pub fn changes(before: Option<&Record>, after: Option<&Record>) -> Json {
     Json::Array(out)
 }
 
+/// Whether the trail keeps values of a field of `class` (in changes and
+/// list filters): general and financial ones; of personal and legal
+/// fields it keeps the names only.
+pub(crate) fn keeps_values(class: FieldClass) -> bool {
+    matches!(class, FieldClass::General | FieldClass::Financial)
+}
+
 fn change_entry(
     column: &partnerdb_store::schema::Column,
     old: &Value,
@@ -478,7 +485,7 @@ fn change_entry(
     let mut entry = Map::new();
     entry.insert("field".into(), Json::from(column.name));
     entry.insert("class".into(), Json::from(column.class.name()));
-    if matches!(column.class, FieldClass::General | FieldClass::Financial) {
+    if keeps_values(column.class) {
         if had_before {
             entry.insert("before".into(), to_json(column, old));
         }
@@ -750,7 +757,8 @@ pub async fn verify(
     let mut pending = std::collections::VecDeque::new();
     // From the lowest seq there is: a row below 1 (inserted by hand) is a
     // break to report, not something to read past.
-    let mut next = store::lowest_seq(db).await?.map_or(0, |low| low.min(1) - 1);
+    let lowest = store::events_after(db, i64::MIN, 1).await?;
+    let mut next = lowest.first().map_or(0, |low| low.event.seq.min(1) - 1);
     loop {
         while pending.len() < AHEAD && next < last_seq {
             let (db, after, through) = (db.clone(), next, (next + SLICE).min(last_seq));

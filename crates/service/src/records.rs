@@ -1247,13 +1247,11 @@ fn parse_list_params(
                 };
                 let filter = parse_filter(table, name, field, op, value, readable)?;
                 canonical.push(format!("{name}={value}"));
-                // The trail keeps a filter's value only where it keeps
-                // changed values (general and financial fields, and the
-                // ids): a personal or legal value names only its field.
-                let class = table.column(field).map(|(_, column)| column.class);
-                audited.push(match class {
-                    Some(class @ (FieldClass::Pii | FieldClass::Legal)) => {
-                        format!("{name}=(withheld: {})", class.name())
+                // The trail keeps a filter's value where it keeps changed
+                // values, and the ids' (not columns of the schema).
+                audited.push(match table.column(field) {
+                    Some((_, column)) if !audit::keeps_values(column.class) => {
+                        format!("{name}=(withheld: {})", column.class.name())
                     }
                     _ => format!("{name}={value}"),
                 });

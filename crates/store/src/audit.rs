@@ -75,14 +75,6 @@ pub async fn head_in(tx: &mut Tx) -> Result<(i64, String), StoreError> {
         .map_or_else(|| (0, GENESIS.to_owned()), |r| (r.int(0), r.text(1))))
 }
 
-/// The lowest seq in the trail (none when it is empty). The chain starts
-/// at 1: anything lower was put there by hand, and verify starts there.
-pub async fn lowest_seq(db: &Db) -> Result<Option<i64>, StoreError> {
-    let mut sql = db.sql();
-    sql.push("SELECT seq FROM audit_events ORDER BY seq LIMIT 1");
-    Ok(db.fetch_optional(&sql).await?.map(|r| r.int(0)))
-}
-
 /// The chain's last event, outside a transaction.
 pub async fn head(db: &Db) -> Result<(i64, String), StoreError> {
     let mut sql = db.sql();
