@@ -742,27 +742,31 @@ pub async fn index_pending(db: &Db, max: usize) -> Result<usize, StoreError> {
         .iter()
         .map(|(&(block, kind, id), seqs)| lists(vec![block.into(), kind.into(), id.into()], seqs))
         .collect();
-    // Filing a chunk again (the watermark lost) makes the same rows: kept
-    // once. Lists of another chunking may overlap the rows there are;
-    // lookups drop the seqs they find twice.
-    for (table, columns, rows) in [
+    // Filing a chunk again (the watermark lost) makes rows with the same
+    // keys and first seqs; of two such lists the longer is kept: both list
+    // the key's events from that first seq on in its block, so the longer
+    // holds the shorter (a larger chunk filed over a smaller one would
+    // otherwise lose the events past the smaller's end). Lists of another
+    // chunking may overlap the rows there are; lookups drop the seqs they
+    // find twice.
+    for (table, key, rows) in [
         (
             "audit_by_principal",
-            "block, principal_id, first_seq, seqs",
+            "block, principal_id, first_seq",
             principals,
         ),
-        (
-            "audit_by_partner",
-            "block, partner_id, first_seq, seqs",
-            partners,
-        ),
+        ("audit_by_partner", "block, partner_id, first_seq", partners),
         (
             "audit_by_resource",
-            "block, resource_type, resource_id, first_seq, seqs",
+            "block, resource_type, resource_id, first_seq",
             resources,
         ),
     ] {
-        insert_rows(&mut tx, table, columns, " ON CONFLICT DO NOTHING", rows).await?;
+        let keep_longer = format!(
+            " ON CONFLICT ({key}) DO UPDATE SET seqs = excluded.seqs \
+             WHERE length(excluded.seqs) > length({table}.seqs)"
+        );
+        insert_rows(&mut tx, table, &format!("{key}, seqs"), &keep_longer, rows).await?;
     }
     let (least, greatest) = match tx.dialect() {
         Dialect::Sqlite => ("min", "max"),
@@ -1264,14 +1268,41 @@ mod tests {
 
     /// Lists filed twice over different chunks (the watermark lost)
     /// overlap: a lookup gives each event once, even where a page's
-    /// events are read in several queries, and in order.
+    /// events are read in several queries, and in order; and a larger
+    /// chunk filed over a smaller one (lists with the same first seq, the
+    /// new one longer) loses none of the events past the smaller's end.
     #[tokio::test]
-    async fn overlapping_posting_lists_give_each_event_once() {
-        let scratch = crate::scratch::Scratch::new("postings");
-        let url = format!("sqlite://{}", scratch.file().display());
-        let db = Db::connect(&url, &DbOptions::default())
-            .await
-            .expect("open");
+    async fn posting_lists_filed_twice_give_each_event_once() {
+        for (first, again) in [(100, 37), (100, 250), (37, 300)] {
+            let scratch = crate::scratch::Scratch::new("postings");
+            let url = format!("sqlite://{}", scratch.file().display());
+            let db = Db::connect(&url, &DbOptions::default())
+                .await
+                .expect("open");
+            files_twice(&db, first, again).await;
+        }
+    }
+
+    /// The same on PostgreSQL, whose conflict clause is its own.
+    #[tokio::test]
+    async fn posting_lists_filed_twice_give_each_event_once_on_postgres() {
+        let Some((url, schema)) = postgres_schema().await else {
+            return;
+        };
+        let options = DbOptions {
+            schema: Some(schema.clone()),
+            ..DbOptions::default()
+        };
+        let db = Db::connect(&url, &options).await.expect("open");
+        files_twice(&db, 100, 250).await;
+        db.close().await;
+        run_at(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
+    }
+
+    /// Files 150 events in chunks of `first`, forgets the watermark,
+    /// appends 150 more, files all 300 in chunks of `again`, adds one and
+    /// checks what the principal's and a partner's lookups give.
+    async fn files_twice(db: &Db, first: usize, again: usize) {
         db.migrate().await.expect("migrate");
         // 301 events of one principal in one block, each third about
         // another partner.
@@ -1285,21 +1316,28 @@ mod tests {
                 )
             })
             .collect();
-        let mut tx = db.begin().await.expect("begin");
-        insert_stored(&mut tx, &events[..300])
-            .await
-            .expect("events");
-        tx.commit().await.expect("commit");
-        while index_pending(&db, 100).await.expect("index") > 0 {}
-        run(&db, "DELETE FROM audit_indexed").await;
-        while index_pending(&db, 37).await.expect("index again") > 0 {}
+        // Half of them filed, the watermark lost, the other half appended,
+        // and all filed again: a list of the second filing can start where
+        // one of the first did and go further.
+        for (events, chunk, forget) in [
+            (&events[..150], first, true),
+            (&events[150..300], again, false),
+        ] {
+            let mut tx = db.begin().await.expect("begin");
+            insert_stored(&mut tx, events).await.expect("events");
+            tx.commit().await.expect("commit");
+            while index_pending(db, chunk).await.expect("index") > 0 {}
+            if forget {
+                run(db, "DELETE FROM audit_indexed").await;
+            }
+        }
         // One more, listed once: the seqs found twice below it no longer
         // pair up within a query's share.
         let mut tx = db.begin().await.expect("begin");
         insert_stored(&mut tx, &events[300..]).await.expect("event");
         tx.commit().await.expect("commit");
-        assert_eq!(index_pending(&db, 37).await.expect("index"), 1);
-        assert_eq!(indexed_through(&db).await.expect("through"), 301);
+        assert_eq!(index_pending(db, again).await.expect("index"), 1);
+        assert_eq!(indexed_through(db).await.expect("through"), 301);
         for (filter, expected) in [
             (
                 AuditFilter {
@@ -1316,13 +1354,13 @@ mod tests {
                 (1..=301).rev().filter(|seq| seq % 3 == 1).collect(),
             ),
         ] {
-            let got: Vec<i64> = list(&db, &filter, None, 1000)
+            let got: Vec<i64> = list(db, &filter, None, 1000)
                 .await
                 .expect("list")
                 .iter()
                 .map(|s| s.event.seq)
                 .collect();
-            assert_eq!(got, expected, "{filter:?}");
+            assert_eq!(got, expected, "chunks of {first} then {again}: {filter:?}");
         }
     }
 
