@@ -308,6 +308,188 @@ async fn decisions_and_changes_are_recorded_for_replay() {
     }
 }
 
+/// A change the policy allows and the service then refuses (a stale
+/// `If-Match`, dependents left, a reference to no contract, a reused
+/// `Idempotency-Key`, a field the table lacks), and a list the roles cover
+/// refused for a parameter, leave their event, a service refusal naming
+/// the reason, and no change event.
+#[tokio::test]
+async fn requests_refused_after_the_decision_are_recorded() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let admin = app.admin_token.clone();
+        let partner = app
+            .record("partners", json!({"name": "Acme", "region": "emea"}))
+            .await;
+        let pid = partner["id"].as_str().unwrap();
+        app.record(
+            "contacts",
+            json!({"partner_id": pid, "name": "Zelda Quartermaine", "email": "zelda@acme.example"}),
+        )
+        .await;
+        let path = format!("/v1/partners/{pid}");
+        let stale = app
+            .request(
+                Method::PATCH,
+                &path,
+                Some(&admin),
+                Some(&json!({"credit_limit": 5})),
+                &[("if-match", "\"99\"")],
+            )
+            .await;
+        assert_eq!(
+            stale.status,
+            StatusCode::PRECONDITION_FAILED,
+            "{:?}",
+            stale.body
+        );
+        // Deleting a partner is high-risk: an elevation another
+        // administrator approved.
+        let (_, second) = app
+            .principal("second admin", &["admin"], None, json!({}))
+            .await;
+        let body =
+            json!({"permissions": ["partner:delete"], "reason": "cleanup", "ttl_seconds": 600});
+        let (_, elevation) = app.elevation(&admin, &second, body).await;
+        let dependents = app
+            .request(
+                Method::DELETE,
+                &path,
+                Some(&admin),
+                None,
+                &[("x-partnerdb-elevation", &elevation)],
+            )
+            .await;
+        assert_eq!(
+            dependents.status,
+            StatusCode::CONFLICT,
+            "{:?}",
+            dependents.body
+        );
+        let reference = app
+            .post(
+                "/v1/transactions",
+                &admin,
+                &json!({"partner_id": pid, "kind": "invoice", "occurred_at": "2026-01-01T00:00:00Z",
+                        "amount": 1, "currency": "EUR", "contract_id": "nope"}),
+            )
+            .await;
+        assert_eq!(
+            reference.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{:?}",
+            reference.body
+        );
+        let key = [("idempotency-key", "once")];
+        for (name, expected) in [
+            ("First", StatusCode::CREATED),
+            ("Second", StatusCode::UNPROCESSABLE_ENTITY),
+        ] {
+            let created = app
+                .request(
+                    Method::POST,
+                    "/v1/partners",
+                    Some(&admin),
+                    Some(&json!({"name": name, "region": "emea"})),
+                    &key,
+                )
+                .await;
+            assert_eq!(created.status, expected, "{name}: {:?}", created.body);
+        }
+        let unknown = app.patch(&path, &admin, &json!({"colour": "red"})).await;
+        assert_eq!(
+            unknown.status,
+            StatusCode::BAD_REQUEST,
+            "{:?}",
+            unknown.body
+        );
+
+        // Lists the roles cover, refused for a parameter: a filter on a
+        // class the reader may not read (its value stays out of the
+        // trail), a parameter lists do not take, a cursor of nothing.
+        let (_, reader) = app
+            .principal("dashboard", &["read_only"], None, json!({}))
+            .await;
+        for (path, token, code) in [
+            (
+                "/v1/contacts?email=zelda@acme.example",
+                &reader,
+                "field_not_readable",
+            ),
+            ("/v1/partners?colour=red", &admin, "unknown_parameter"),
+            ("/v1/partners?cursor=garbage", &admin, "invalid_cursor"),
+        ] {
+            let refused = app.get(path, token).await;
+            assert_eq!(refused.body["code"], code, "{path}: {:?}", refused.body);
+        }
+
+        let denied = events(&app, "&decision=deny").await;
+        for (action, resource_type, resource_id, reason) in [
+            ("read", "contact", "", "`email` is pii data"),
+            ("read", "partner", "", "unknown query parameter `colour`"),
+            ("read", "partner", "", "the cursor is invalid"),
+            (
+                "update",
+                "partner",
+                pid,
+                "the record changed since it was read",
+            ),
+            (
+                "delete",
+                "partner",
+                pid,
+                "still has records that belong to it",
+            ),
+            (
+                "create",
+                "transaction",
+                "",
+                "no contract `nope` of this partner",
+            ),
+            ("create", "partner", "", "Idempotency-Key was already used"),
+            ("update", "partner", pid, "partner has no field `colour`"),
+        ] {
+            let found = denied.iter().find(|e| {
+                e["action"] == action
+                    && e["resource_type"] == resource_type
+                    && e["resource_id"].as_str().unwrap_or_default() == resource_id
+                    && e["detail"]["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains(reason))
+            });
+            let event = found.unwrap_or_else(|| {
+                panic!(
+                    "{backend:?}: no event for {action} {resource_type} ({reason}) in {denied:#?}"
+                )
+            });
+            assert_eq!(event["kind"], "decision", "{event}");
+            assert_eq!(event["detail"]["engine"], false, "{event}");
+        }
+        // None of them changed anything: the only change events about the
+        // partner are its creation and, for the contact, the contact's.
+        let changes = events(&app, &format!("&resource_id={pid}")).await;
+        let kinds: Vec<(&str, &str)> = changes
+            .iter()
+            .filter(|e| e["kind"] == "change")
+            .map(|e| {
+                (
+                    e["action"].as_str().unwrap(),
+                    e["resource_type"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(kinds, [("create", "partner")], "{backend:?}");
+        let trail = serde_json::to_string(&events(&app, "").await).unwrap();
+        assert!(
+            !trail.contains("zelda@"),
+            "{backend:?}: an e-mail in the trail"
+        );
+        assert!(verified(&app, Vec::new()).await.is_ok());
+    }
+}
+
 #[tokio::test]
 async fn verify_names_every_kind_of_tampering() {
     for backend in BACKENDS {

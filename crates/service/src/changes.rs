@@ -124,7 +124,7 @@ fn rejection_reason(body: &Json) -> Result<String, ServiceError> {
 impl Service {
     /// Passes an outcome on, recording a refusal: its specific event when
     /// there is one, else a plain one (closed, stale, a field, a missing
-    /// request); bad input is not recorded.
+    /// request, bad input), as refused record changes are.
     async fn change_outcome<T>(
         &self,
         caller: &Caller,
@@ -140,10 +140,7 @@ impl Service {
         if denied.is_some() {
             return self.refuse(error, denied).await;
         }
-        match error {
-            ServiceError::Invalid { .. } => Err(error),
-            error => self.refuse_plain(caller, action, on, error).await,
-        }
+        self.refuse_plain(caller, action, on, error).await
     }
 
     fn change_event(

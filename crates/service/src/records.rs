@@ -362,6 +362,32 @@ impl Service {
         }
         Err(error)
     }
+
+    /// Records a change's refusal and returns it: the event a step made
+    /// (a denial, a record out of reach), or, where no step made one, a
+    /// service refusal naming the reason (a stale `If-Match`, a lost
+    /// version race, an invalid body or reference, dependents left, an
+    /// `Idempotency-Key` reused), so that a change the policy allowed and
+    /// the service then refused has its event too. Storage failures are
+    /// not refusals: returned as they are. `id` is empty for a create.
+    async fn refuse_change<T>(
+        &self,
+        caller: &Caller,
+        (action, kind, id): (Action, ResourceType, &str),
+        error: ServiceError,
+        event: Option<NewEvent>,
+    ) -> Result<T, ServiceError> {
+        if event.is_some()
+            || matches!(
+                error,
+                ServiceError::Store(_) | ServiceError::AuditUnavailable(_)
+            )
+        {
+            return self.refuse(error, event).await;
+        }
+        let event = self.unseen_event(caller, action, kind, id, &error.to_string());
+        self.refuse(error, Some(event)).await
+    }
 }
 
 /// The record's fields of the given classes, as JSON; `id`, `partner_id`
@@ -658,7 +684,10 @@ impl Service {
             other => other,
         };
         match result {
-            Err(error) => self.refuse(error, denied).await,
+            Err(error) => {
+                self.refuse_change(caller, (Action::Create, kind, ""), error, denied)
+                    .await
+            }
             Ok(created) => {
                 if created.replayed {
                     let allowed = service_allow();
@@ -847,7 +876,10 @@ impl Service {
             .await
         {
             Ok(view) => Ok(view),
-            Err(error) => self.refuse(error, denied).await,
+            Err(error) => {
+                self.refuse_change(caller, (Action::Update, kind, id), error, denied)
+                    .await
+            }
         }
     }
 
@@ -954,7 +986,10 @@ impl Service {
             .await
         {
             Ok(()) => Ok(()),
-            Err(error) => self.refuse(error, denied).await,
+            Err(error) => {
+                self.refuse_change(caller, (Action::Delete, kind, id), error, denied)
+                    .await
+            }
         }
     }
 
@@ -1048,7 +1083,10 @@ impl Service {
             .map(|c| c.fields)
             .reduce(FieldSet::intersection)
             .unwrap_or(FieldSet::EMPTY);
-        let parsed = parse_list_params(&table, params, readable)?;
+        let parsed = match parse_list_params(&table, params, readable) {
+            Ok(parsed) => parsed,
+            Err(error) => return self.refuse_list(caller, kind, error).await,
+        };
         let mut filters = parsed.filters;
         if let Some(partner) = route_partner {
             filters.push(Filter {
@@ -1065,13 +1103,17 @@ impl Service {
             if parsed.sort.descending { "-" } else { "+" },
         ) + parsed.sort.column;
         let after = match &parsed.cursor {
-            Some(cursor) => Some(self.cursors().check(cursor, &binding).ok_or_else(|| {
-                ServiceError::invalid(
-                    "invalid_cursor",
-                    "cursor",
-                    "the cursor is invalid, or was issued for another list, filter, sort or principal",
-                )
-            })?),
+            Some(cursor) => match self.cursors().check(cursor, &binding) {
+                Some(after) => Some(after),
+                None => {
+                    let error = ServiceError::invalid(
+                        "invalid_cursor",
+                        "cursor",
+                        "the cursor is invalid, or was issued for another list, filter, sort or principal",
+                    );
+                    return self.refuse_list(caller, kind, error).await;
+                }
+            },
             None => None,
         };
         let (rows, more) = records::list(
@@ -1136,6 +1178,25 @@ impl Service {
         })
         .await?;
         Ok(Page { items, next_cursor })
+    }
+
+    /// Records a list the service refuses once the caller's roles cover
+    /// it (a parameter it does not know, a filter on a class the caller
+    /// may not read, a cursor of another list), then returns the refusal.
+    async fn refuse_list<T>(
+        &self,
+        caller: &Caller,
+        kind: ResourceType,
+        error: ServiceError,
+    ) -> Result<T, ServiceError> {
+        let event = self.list_event(
+            caller,
+            kind,
+            &service_refusal(),
+            Some(&error.to_string()),
+            json!({}),
+        );
+        self.refuse(error, Some(event)).await
     }
 }
 
