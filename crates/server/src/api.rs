@@ -540,9 +540,7 @@ pub fn v1() -> axum::Router<AppState> {
         .route(
             "/v1/me",
             get(|State(state): State<AppState>, Auth(caller): Auth| async move {
-                let mut me = partnerdb_service::me::me(&caller);
-                me["usage"] = state.service.own_usage(&caller).await?;
-                Ok::<_, Problem>(Json(me))
+                Ok::<_, Problem>(Json(state.service.me(&caller).await?))
             }),
         )
         .route(

@@ -490,6 +490,128 @@ async fn requests_refused_after_the_decision_are_recorded() {
     }
 }
 
+/// Reads outside the record API leave their event too: a workflow run
+/// (its trigger's own, or through the partner's read grant), an elevation
+/// (its requester's own, or an approver's), the elevation list, a refused
+/// elevation list, and `/v1/me`.
+#[tokio::test]
+async fn reads_of_runs_elevations_and_me_are_recorded() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let admin = app.admin_token.clone();
+        let (pm_id, pm) = app
+            .principal("pm", &["partner_manager"], None, json!({"region": "emea"}))
+            .await;
+        let started = app
+            .post(
+                "/v1/workflows/onboarding",
+                &pm,
+                &json!({"partner": {"name": "Globex", "region": "emea"}}),
+            )
+            .await;
+        assert_eq!(started.status, StatusCode::CREATED, "{:?}", started.body);
+        let run = started.body["workflow"]["id"].as_str().unwrap().to_owned();
+        let partner = started.body["partner"]["id"].as_str().unwrap().to_owned();
+        let (second_id, second) = app
+            .principal("second admin", &["admin"], None, json!({}))
+            .await;
+        let body =
+            json!({"permissions": ["partner:delete"], "reason": "cleanup", "ttl_seconds": 600});
+        let (elevation, _) = app.elevation(&admin, &second, body).await;
+        let (reader_id, reader) = app
+            .principal("dashboard", &["read_only"], None, json!({}))
+            .await;
+        for (path, token, status) in [
+            (format!("/v1/workflows/{run}"), &pm, StatusCode::OK),
+            (format!("/v1/workflows/{run}"), &admin, StatusCode::OK),
+            (
+                format!("/v1/elevations/{elevation}"),
+                &admin,
+                StatusCode::OK,
+            ),
+            (
+                format!("/v1/elevations/{elevation}"),
+                &second,
+                StatusCode::OK,
+            ),
+            (
+                "/v1/elevations?status=approved".to_owned(),
+                &second,
+                StatusCode::OK,
+            ),
+            ("/v1/elevations".to_owned(), &reader, StatusCode::OK),
+            (
+                "/v1/elevations?colour=red".to_owned(),
+                &reader,
+                StatusCode::BAD_REQUEST,
+            ),
+            ("/v1/me".to_owned(), &reader, StatusCode::OK),
+        ] {
+            let answer = app.get(&path, token).await;
+            assert_eq!(answer.status, status, "{path}: {:?}", answer.body);
+        }
+        let reads = events(&app, "&action=read").await;
+        let find = |principal: &str, resource_type: &str, id: Option<&str>| {
+            reads
+                .iter()
+                .filter(|e| {
+                    e["principal_id"] == principal
+                        && e["resource_type"] == resource_type
+                        && e["resource_id"].as_str().filter(|s| !s.is_empty()) == id
+                })
+                .cloned()
+                .collect::<Vec<Value>>()
+        };
+        // The trigger's own run: the service's rule; an administrator's
+        // through the policy's partner read (the run's partner recorded).
+        let own = find(&pm_id, "workflow", Some(&run));
+        assert_eq!(own.len(), 1, "{backend:?} {own:#?}");
+        assert_eq!(
+            (
+                own[0]["decision"].as_str(),
+                own[0]["detail"]["engine"].as_bool()
+            ),
+            (Some("allow"), Some(false))
+        );
+        assert_eq!(own[0]["partner_id"], partner.as_str());
+        let by_grant = find(&app.admin_id, "workflow", Some(&run));
+        assert_eq!(by_grant.len(), 1, "{backend:?} {by_grant:#?}");
+        assert_eq!(by_grant[0]["detail"]["engine"], true);
+        assert!(
+            !by_grant[0]["detail"]["matched"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+        let requester = find(&app.admin_id, "elevation", Some(&elevation));
+        assert_eq!(requester.len(), 1, "{backend:?} {requester:#?}");
+        assert_eq!(requester[0]["detail"]["engine"], false);
+        let approver = find(&second_id, "elevation", Some(&elevation));
+        assert_eq!(approver.len(), 1, "{backend:?} {approver:#?}");
+        assert_eq!(approver[0]["detail"]["engine"], true);
+        let lists = find(&second_id, "elevation", None);
+        assert_eq!(lists.len(), 1, "{backend:?} {lists:#?}");
+        assert_eq!(lists[0]["detail"]["list"]["own"], false);
+        assert_eq!(lists[0]["detail"]["list"]["status"], "approved");
+        // Newest first: the refused list, then the reader's own list.
+        let readers: Vec<(Value, Value)> = find(&reader_id, "elevation", None)
+            .iter()
+            .map(|e| (e["decision"].clone(), e["detail"]["list"]["own"].clone()))
+            .collect();
+        assert_eq!(
+            readers,
+            [(json!("deny"), Value::Null), (json!("allow"), json!(true))],
+            "{backend:?}"
+        );
+        let me = find(&reader_id, "principal", Some(&reader_id));
+        assert_eq!(me.len(), 1, "{backend:?} {me:#?}");
+        assert_eq!(me[0]["decision"], "allow");
+        assert!(verified(&app, Vec::new()).await.is_ok());
+    }
+}
+
 #[tokio::test]
 async fn verify_names_every_kind_of_tampering() {
     for backend in BACKENDS {

@@ -348,19 +348,61 @@ impl Service {
     /// Whether the caller may see `row`: its requester, or a principal
     /// who may approve elevations.
     fn may_see(&self, caller: &Caller, row: &ElevationRow) -> bool {
-        row.principal_id == caller.principal.id
-            || self
-                .decide_elevation(caller, Action::Approve, &row.id)
-                .0
-                .allowed
+        self.sight(caller, Some(row)).allowed
+    }
+
+    /// The decision that shows `row` (every elevation, for `None`) to the
+    /// caller: the service's for the requester's own, else the policy's
+    /// `elevation:approve`.
+    fn sight(&self, caller: &Caller, row: Option<&ElevationRow>) -> Decision {
+        if row.is_some_and(|row| row.principal_id == caller.principal.id) {
+            return service_allow();
+        }
+        let id = row.map_or("", |row| row.id.as_str());
+        self.decide_elevation(caller, Action::Approve, id).0
+    }
+
+    /// The event of a read of elevations: one (`id`) or a list.
+    fn elevation_read(
+        &self,
+        caller: &Caller,
+        (id, partner): (Option<&str>, Option<&str>),
+        decision: &Decision,
+        extra: Json,
+    ) -> NewEvent {
+        self.event(
+            caller,
+            Draft {
+                kind: "decision",
+                action: "read",
+                resource_type: "elevation",
+                resource_id: id,
+                partner_id: partner,
+                decision,
+                reason: None,
+                input: audit::input(caller, "read", Target::Object("elevation", id), false),
+                extra,
+            },
+        )
     }
 
     /// One elevation, for its requester and for approvers.
     async fn try_get_elevation(&self, caller: &Caller, id: &str) -> Result<Json, ServiceError> {
-        match store::get(self.db(), id).await? {
-            Some(row) if self.may_see(caller, &row) => Ok(elevation_json(&row, &self.now_text())),
-            _ => Err(not_found()),
+        let Some(row) = store::get(self.db(), id).await? else {
+            return Err(not_found());
+        };
+        let decision = self.sight(caller, Some(&row));
+        if !decision.allowed {
+            return Err(not_found());
         }
+        let event = self.elevation_read(
+            caller,
+            (Some(id), row.partner_id.as_deref()),
+            &decision,
+            json!({}),
+        );
+        self.record(event).await?;
+        Ok(elevation_json(&row, &self.now_text()))
     }
 
     /// The caller's elevations, or every one for approvers: `status`,
@@ -374,21 +416,44 @@ impl Service {
         let mut after = None;
         let mut limit = 50usize;
         for (name, value) in params {
-            match name.as_str() {
-                "status" if STATUSES.contains(&value.as_str()) => status = Some(value.clone()),
-                "after" if value.len() <= 64 => after = Some(value.clone()),
-                "limit" => {
-                    limit = ServiceError::page_limit(value, 200)?;
+            let refused = match name.as_str() {
+                "status" if STATUSES.contains(&value.as_str()) => {
+                    status = Some(value.clone());
+                    None
                 }
-                _ => {
-                    return Err(ServiceError::unknown_parameter(name));
+                "after" if value.len() <= 64 => {
+                    after = Some(value.clone());
+                    None
                 }
+                "limit" => match ServiceError::page_limit(value, 200) {
+                    Ok(n) => {
+                        limit = n;
+                        None
+                    }
+                    Err(error) => Some(error),
+                },
+                _ => Some(ServiceError::unknown_parameter(name)),
+            };
+            if let Some(error) = refused {
+                return self
+                    .refuse_plain(caller, "read", ("elevation", ""), error)
+                    .await;
             }
         }
-        let approver = self.decide_elevation(caller, Action::Approve, "").0.allowed;
-        let whose = (!approver).then_some(caller.principal.id.as_str());
+        // Approvers see every elevation; others their own (the service's
+        // rule).
+        let every = self.sight(caller, None);
+        let (decision, whose) = if every.allowed {
+            (every, None)
+        } else {
+            (service_allow(), Some(caller.principal.id.as_str()))
+        };
         let rows =
             store::list(self.db(), whose, status.as_deref(), after.as_deref(), limit).await?;
+        let list =
+            json!({"list": {"status": status, "own": whose.is_some(), "returned": rows.len()}});
+        let event = self.elevation_read(caller, (None, None), &decision, list);
+        self.record(event).await?;
         let now = self.now_text();
         let next = (rows.len() == limit).then(|| rows.last().map(|r| r.id.clone()));
         Ok(json!({

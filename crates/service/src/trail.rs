@@ -283,11 +283,42 @@ impl Service {
         Ok(json!({"items": rows.iter().map(usage_json).collect::<Vec<_>>()}))
     }
 
+    /// `/v1/me`: who the caller is, what their roles allow and their own
+    /// usage counter (this request counted). Every principal may read it
+    /// (the service's rule); the read is recorded as any other.
+    pub async fn me(&self, caller: &Caller) -> Result<Json, ServiceError> {
+        let id = caller.principal.id.as_str();
+        let event = self.event(
+            caller,
+            Draft {
+                kind: "decision",
+                action: "read",
+                resource_type: "principal",
+                resource_id: Some(id),
+                partner_id: caller.principal.partner_id.as_deref(),
+                decision: &crate::audit::service_allow(),
+                reason: None,
+                input: crate::audit::input(
+                    caller,
+                    "read",
+                    Target::Object("principal", Some(id)),
+                    false,
+                ),
+                extra: json!({"me": true}),
+            },
+        );
+        self.record(event).await?;
+        let mut me = crate::me::me(caller);
+        me["usage"] = self.own_usage(caller).await?;
+        Ok(me)
+    }
+
     /// The caller's own usage counter (for `/v1/me`).
-    pub async fn own_usage(&self, caller: &Caller) -> Result<Json, ServiceError> {
-        let rows = store::usage(self.db(), Some("principal"), Some(&caller.principal.id)).await?;
+    async fn own_usage(&self, caller: &Caller) -> Result<Json, ServiceError> {
+        let id = caller.principal.id.as_str();
+        let rows = store::usage(self.db(), Some("principal"), Some(id)).await?;
         Ok(rows.first().map_or(
-            json!({"allows": 0, "denies": 0, "last_at": null}),
+            json!({"kind": "principal", "name": id, "allows": 0, "denies": 0, "last_at": null}),
             usage_json,
         ))
     }

@@ -452,23 +452,50 @@ impl Service {
         caller: &Caller,
         id: &str,
     ) -> Result<Option<WorkflowRow>, ServiceError> {
+        Ok(self.sighted_workflow(caller, id).await?.map(|(run, _)| run))
+    }
+
+    /// A run and the decision that shows it to the caller: the service's
+    /// (the caller triggered it) or the policy's read of its partner.
+    async fn sighted_workflow(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<Option<(WorkflowRow, Decision)>, ServiceError> {
         let Some(run) = store::get(self.db(), id).await? else {
             return Ok(None);
         };
         if run.triggered_by == caller.principal.id {
-            return Ok(Some(run));
+            return Ok(Some((run, service_allow())));
         }
         let partner = records::get(self.db(), ResourceType::Partner, &run.partner_id).await?;
-        let readable =
-            partner.is_some_and(|p| crate::records::decide(caller, Action::Read, &p).allowed);
-        Ok(readable.then_some(run))
+        let read = partner.map(|p| crate::records::decide(caller, Action::Read, &p));
+        Ok(read.filter(|d| d.allowed).map(|d| (run, d)))
     }
 
     /// One run.
     pub async fn get_workflow(&self, caller: &Caller, id: &str) -> Result<Json, ServiceError> {
-        self.visible_workflow(caller, id)
-            .await?
-            .map(|run| workflow_json(&run))
-            .ok_or(ServiceError::NotFound("workflow"))
+        let Some((run, decision)) = self.sighted_workflow(caller, id).await? else {
+            return self
+                .refuse_plain(
+                    caller,
+                    "read",
+                    ("workflow", id),
+                    ServiceError::NotFound("workflow"),
+                )
+                .await;
+        };
+        let mut event = self.workflow_event(
+            caller,
+            "read",
+            id,
+            Some(&run.partner_id),
+            &decision,
+            None,
+            json!({}),
+        );
+        event.kind = "decision".to_owned();
+        self.record(event).await?;
+        Ok(workflow_json(&run))
     }
 }
