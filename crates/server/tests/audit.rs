@@ -612,6 +612,69 @@ async fn reads_of_runs_elevations_and_me_are_recorded() {
     }
 }
 
+/// Principal changes the policy allows and the service refuses (the
+/// separation of duties, the lockout rule, an unknown role, a missing
+/// principal) leave their event, naming the rule.
+#[tokio::test]
+async fn principal_changes_refused_after_the_decision_are_recorded() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let admin = app.admin_token.clone();
+        let me = app.admin_id.clone();
+        let (pm, _) = app
+            .principal("pm", &["partner_manager"], None, json!({}))
+            .await;
+        for (method, path, code) in [
+            (
+                Method::PUT,
+                format!("/v1/principals/{pm}/roles/legal"),
+                "separation_of_duties",
+            ),
+            (
+                Method::DELETE,
+                format!("/v1/principals/{me}/roles/admin"),
+                "lockout",
+            ),
+            (
+                Method::PUT,
+                format!("/v1/principals/{pm}/roles/wizard"),
+                "unknown_role",
+            ),
+            (
+                Method::PUT,
+                "/v1/principals/nobody/roles/analyst".to_owned(),
+                "not_found",
+            ),
+        ] {
+            let refused = app.request(method, &path, Some(&admin), None, &[]).await;
+            assert_eq!(refused.body["code"], code, "{path}: {:?}", refused.body);
+        }
+        let denied = events(&app, "&decision=deny&resource=principal").await;
+        for (id, reason) in [
+            (pm.as_str(), "separation-of-duties rule"),
+            (me.as_str(), "refused by the lockout rule"),
+            (pm.as_str(), "wizard"),
+            ("nobody", "principal not found"),
+        ] {
+            let event = denied
+                .iter()
+                .find(|e| {
+                    e["resource_id"] == id
+                        && e["detail"]["reason"]
+                            .as_str()
+                            .is_some_and(|r| r.contains(reason))
+                })
+                .unwrap_or_else(|| {
+                    panic!("{backend:?}: no event for {id} ({reason}) in {denied:#?}")
+                });
+            assert_eq!(event["action"], "assign", "{event}");
+            assert_eq!(event["detail"]["engine"], false, "{event}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn verify_names_every_kind_of_tampering() {
     for backend in BACKENDS {

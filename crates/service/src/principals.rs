@@ -196,6 +196,27 @@ impl Service {
         }
     }
 
+    /// Passes a principal change's outcome on, recording a refusal that
+    /// came after the decision (a separation-of-duties or lockout
+    /// conflict, an unknown role, bad input, a missing principal or
+    /// credential); denials are recorded by [`Self::decide_principal`].
+    async fn principal_outcome<T>(
+        &self,
+        caller: &Caller,
+        action: Action,
+        id: &str,
+        result: Result<T, ServiceError>,
+    ) -> Result<T, ServiceError> {
+        match result {
+            Err(ServiceError::Forbidden { .. } | ServiceError::ElevationRequired { .. })
+            | Ok(_) => result,
+            Err(error) => {
+                self.refuse_plain(caller, action.name(), ("principal", id), error)
+                    .await
+            }
+        }
+    }
+
     /// An event about principals (never a token or a display name): a
     /// `principal` change when `change` holds something, else a decision.
     fn principal_event(
@@ -303,6 +324,16 @@ impl Service {
     /// Creates a principal: `{"name", "kind": "user"|"api_client",
     /// "partner_id" (api clients), "attrs": {..}, "roles": [..]}`.
     pub async fn create_principal(
+        &self,
+        caller: &Caller,
+        body: &Json,
+    ) -> Result<Json, ServiceError> {
+        let result = self.try_create_principal(caller, body).await;
+        self.principal_outcome(caller, Action::Create, "", result)
+            .await
+    }
+
+    async fn try_create_principal(
         &self,
         caller: &Caller,
         body: &Json,
@@ -505,6 +536,17 @@ impl Service {
         id: &str,
         role: &str,
     ) -> Result<Json, ServiceError> {
+        let result = self.try_bind_role(caller, id, role).await;
+        self.principal_outcome(caller, Action::Assign, id, result)
+            .await
+    }
+
+    async fn try_bind_role(
+        &self,
+        caller: &Caller,
+        id: &str,
+        role: &str,
+    ) -> Result<Json, ServiceError> {
         let decision = self
             .decide_principal(caller, Action::Assign, id, false)
             .await?;
@@ -545,6 +587,17 @@ impl Service {
     /// Removes a role from a principal (R13: refused if it would lock
     /// administrators out).
     pub async fn unbind_role(
+        &self,
+        caller: &Caller,
+        id: &str,
+        role: &str,
+    ) -> Result<Json, ServiceError> {
+        let result = self.try_unbind_role(caller, id, role).await;
+        self.principal_outcome(caller, Action::Assign, id, result)
+            .await
+    }
+
+    async fn try_unbind_role(
         &self,
         caller: &Caller,
         id: &str,
@@ -591,6 +644,12 @@ impl Service {
 
     /// Deletes a principal, its bindings and credentials (R13 applies).
     pub async fn delete_principal(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
+        let result = self.try_delete_principal(caller, id).await;
+        self.principal_outcome(caller, Action::Delete, id, result)
+            .await
+    }
+
+    async fn try_delete_principal(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
         let decision = self
             .decide_principal(caller, Action::Delete, id, false)
             .await?;
@@ -641,6 +700,17 @@ impl Service {
         id: &str,
         body: &Json,
     ) -> Result<NewCredential, ServiceError> {
+        let result = self.try_create_credential(caller, id, body).await;
+        self.principal_outcome(caller, Action::Update, id, result)
+            .await
+    }
+
+    async fn try_create_credential(
+        &self,
+        caller: &Caller,
+        id: &str,
+        body: &Json,
+    ) -> Result<NewCredential, ServiceError> {
         let decision = self
             .decide_principal(caller, Action::Update, id, false)
             .await?;
@@ -660,6 +730,17 @@ impl Service {
     /// Revokes a credential (R13 applies: an administrator's last live
     /// credential counts).
     pub async fn revoke_credential(
+        &self,
+        caller: &Caller,
+        id: &str,
+        credential_id: &str,
+    ) -> Result<(), ServiceError> {
+        let result = self.try_revoke_credential(caller, id, credential_id).await;
+        self.principal_outcome(caller, Action::Update, id, result)
+            .await
+    }
+
+    async fn try_revoke_credential(
         &self,
         caller: &Caller,
         id: &str,
@@ -695,6 +776,17 @@ impl Service {
     /// Replaces a credential by a new one with the same lifetime from now,
     /// revoking the old one in the same transaction.
     pub async fn rotate_credential(
+        &self,
+        caller: &Caller,
+        id: &str,
+        credential_id: &str,
+    ) -> Result<NewCredential, ServiceError> {
+        let result = self.try_rotate_credential(caller, id, credential_id).await;
+        self.principal_outcome(caller, Action::Update, id, result)
+            .await
+    }
+
+    async fn try_rotate_credential(
         &self,
         caller: &Caller,
         id: &str,
