@@ -675,6 +675,55 @@ async fn principal_changes_refused_after_the_decision_are_recorded() {
     }
 }
 
+/// A database initialised before policy versions were kept gets its
+/// policy in force as version 1 when opened, and that version its event,
+/// on the chain as every version's is.
+#[tokio::test]
+async fn the_adopted_policy_version_has_its_event() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        sql(&app, "DELETE FROM policy_versions").await;
+        let before = events(&app, "").await.len();
+        partnerdb_service::policies::adopt_unversioned(
+            app.service.db(),
+            partnerdb_service::STARTER_POLICY,
+        )
+        .await
+        .unwrap();
+        let all = events(&app, "").await;
+        assert_eq!(
+            all.len(),
+            before + 2,
+            "{backend:?}: the adoption and the read of the trail"
+        );
+        let adopted = all
+            .iter()
+            .find(|e| e["kind"] == "policy" && e["action"] == "adopt")
+            .unwrap_or_else(|| panic!("{backend:?}: no adoption event"));
+        assert_eq!(adopted["resource_type"], "policy");
+        assert_eq!(adopted["detail"]["number"], 1);
+        let versions = app.get("/v1/policy/versions", &app.admin_token).await;
+        assert_eq!(versions.status, StatusCode::OK, "{:?}", versions.body);
+        assert_eq!(
+            adopted["resource_id"], versions.body["items"][0]["hash"],
+            "{backend:?} {:?}",
+            versions.body
+        );
+        // Opened again: adopted once.
+        partnerdb_service::policies::adopt_unversioned(
+            app.service.db(),
+            partnerdb_service::STARTER_POLICY,
+        )
+        .await
+        .unwrap();
+        let adoptions = events(&app, "&action=adopt").await;
+        assert_eq!(adoptions.len(), 1, "{backend:?}");
+        assert!(verified(&app, Vec::new()).await.is_ok());
+    }
+}
+
 #[tokio::test]
 async fn verify_names_every_kind_of_tampering() {
     for backend in BACKENDS {

@@ -37,7 +37,8 @@ pub const LISTEN_RETRY: Duration = Duration::from_secs(30);
 pub const MAX_POLICY_BYTES: usize = 512 * 1024;
 
 /// Records the policy in force as version 1 in a database initialised
-/// before versions were kept.
+/// before versions were kept, with its event (`policy` `adopt`) in the
+/// same transaction, as every policy version has one.
 pub async fn adopt_unversioned(db: &Db, text: &str) -> Result<(), StoreError> {
     if store::active(db).await?.is_some() {
         return Ok(());
@@ -45,11 +46,12 @@ pub async fn adopt_unversioned(db: &Db, text: &str) -> Result<(), StoreError> {
     let now = partnerdb_store::now();
     let mut tx = db.begin().await?;
     if store::list(db, None, 1).await?.is_empty() {
+        let version = policy_version(text);
         store::insert(
             &mut tx,
             &PolicyVersionRow {
                 number: 1,
-                hash: policy_version(text),
+                hash: version.clone(),
                 content: text.to_owned(),
                 author: "bootstrap".into(),
                 message: "the policy in force before versions were kept".into(),
@@ -58,10 +60,24 @@ pub async fn adopt_unversioned(db: &Db, text: &str) -> Result<(), StoreError> {
                 rollback_of: None,
                 based_on: None,
                 created_at: now.clone(),
-                decided_at: Some(now),
+                decided_at: Some(now.clone()),
             },
         )
         .await?;
+        let event = partnerdb_store::audit::NewEvent {
+            at: now,
+            kind: "policy".to_owned(),
+            principal_id: None,
+            action: "adopt".to_owned(),
+            resource_type: "policy".to_owned(),
+            resource_id: Some(version.clone()),
+            partner_id: None,
+            decision: "allow".to_owned(),
+            policy_version: version.clone(),
+            detail: json!({"by": "bootstrap", "number": 1, "version": version, "adopted": "the policy in force before versions were kept"}).to_string(),
+            matched: Vec::new(),
+        };
+        partnerdb_store::audit::append(&mut tx, vec![event]).await?;
     }
     tx.commit().await
 }
