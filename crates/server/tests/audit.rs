@@ -724,6 +724,71 @@ async fn the_adopted_policy_version_has_its_event() {
     }
 }
 
+/// A principal bound to a partner that holds audit:read reads that
+/// partner's events only, whatever partner it asks for, and no usage
+/// counters (they span every partner).
+#[tokio::test]
+async fn a_partner_bound_reader_sees_its_partner_only() {
+    let grants = r#"  { on = "transaction", can = ["read", "create"], fields = ["general", "financial"], scope = "own_partner" },
+]"#;
+    let starter = partnerdb_service::STARTER_POLICY;
+    assert!(starter.contains(grants));
+    let policy = starter.replacen(
+        grants,
+        &format!(
+            "{}\n  {{ on = \"audit\", can = [\"read\"] }},\n]",
+            grants.trim_end_matches(']').trim_end()
+        ),
+        1,
+    );
+    for backend in BACKENDS {
+        let Some(app) = partnerdb_testkit::spawn_with_policy(backend, &policy).await else {
+            continue;
+        };
+        let own = app
+            .record("partners", json!({"name": "Own", "region": "emea"}))
+            .await;
+        let own = own["id"].as_str().unwrap().to_owned();
+        let other = app
+            .record("partners", json!({"name": "Other", "region": "emea"}))
+            .await;
+        let other = other["id"].as_str().unwrap().to_owned();
+        for id in [&own, &other] {
+            let read = app
+                .get(&format!("/v1/partners/{id}"), &app.admin_token)
+                .await;
+            assert_eq!(read.status, StatusCode::OK);
+        }
+        let (_, client) = app
+            .principal("portal", &["api_client"], Some(&own), json!({}))
+            .await;
+        for query in ["", &format!("?partner={other}"), &format!("?partner={own}")] {
+            let page = app.get(&format!("/v1/audit{query}"), &client).await;
+            assert_eq!(page.status, StatusCode::OK, "{query}: {:?}", page.body);
+            let items = page.body["items"].as_array().unwrap();
+            assert!(
+                items.iter().all(|e| e["partner_id"] == own.as_str()),
+                "{backend:?} {query}: {items:#?}"
+            );
+            if query.contains(&other) {
+                assert!(items.is_empty(), "{backend:?}");
+            } else {
+                assert!(!items.is_empty(), "{backend:?} {query}");
+            }
+        }
+        let usage = app.get("/v1/usage", &client).await;
+        assert_eq!(
+            usage.status,
+            StatusCode::FORBIDDEN,
+            "{backend:?} {:?}",
+            usage.body
+        );
+        // The administrator, bound to none, still reads everything.
+        let everything = events(&app, &format!("&partner={other}")).await;
+        assert!(!everything.is_empty(), "{backend:?}");
+    }
+}
+
 #[tokio::test]
 async fn verify_names_every_kind_of_tampering() {
     for backend in BACKENDS {

@@ -179,6 +179,15 @@ impl Service {
             ),
             None => None,
         };
+        // A principal bound to a partner reads that partner's events only
+        // (tenant isolation): its partner filter is its own, and another
+        // partner asked for matches nothing.
+        if let Some(own) = &caller.principal.partner_id {
+            if filter.partner_id.as_ref().is_some_and(|asked| asked != own) {
+                return Ok(json!({"items": [], "next_cursor": null}));
+            }
+            filter.partner_id = Some(own.clone());
+        }
         let events = store::list(self.db(), &filter, before, limit + 1).await?;
         let more = events.len() > limit;
         let items: Vec<Json> = events
@@ -257,6 +266,17 @@ impl Service {
         params: &[(String, String)],
     ) -> Result<Json, ServiceError> {
         self.decide_audit(caller, "usage").await?;
+        if caller.principal.partner_id.is_some() {
+            // The counters are the whole deployment's (every tenant's
+            // principals): none of a partner's.
+            let error = ServiceError::forbidden(
+                "forbidden",
+                "usage counters span every partner: a principal bound to one may not read them",
+            );
+            return self
+                .refuse_plain(caller, "read", ("audit", "usage"), error)
+                .await;
+        }
         let mut kind = None;
         for (name, value) in params {
             match name.as_str() {
