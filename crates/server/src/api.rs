@@ -447,11 +447,12 @@ fn record_routes(kind: ResourceType) -> (MethodRouter<AppState>, MethodRouter<Ap
             move |State(state): State<AppState>,
                   Auth(caller): Auth,
                   QueryPairs(params): QueryPairs| async move {
+                // Serialized while the list's event commits; sent after.
                 let page = state
                     .service
-                    .list_records(&caller, kind, &params, None)
+                    .list_records_recorded(&caller, kind, &params, None)
                     .await?;
-                Ok::<_, Problem>(Json(page))
+                Ok::<_, Problem>(page.finish(|page| Json(page).into_response()).await?)
             },
         )
         .post(
@@ -466,8 +467,12 @@ fn record_routes(kind: ResourceType) -> (MethodRouter<AppState>, MethodRouter<Ap
     let item = get(
         move |State(state): State<AppState>, Auth(caller): Auth, Path(id): Path<String>| async move {
             check_id(&id)?;
-            let view = state.service.get_record(&caller, kind, &id).await?;
-            Ok::<_, Problem>(with_etag(&view.etag, StatusCode::OK, view.body))
+            // Serialized while the read's event commits; sent after.
+            let view = state.service.get_record_recorded(&caller, kind, &id).await?;
+            Ok::<_, Problem>(
+                view.finish(|view| with_etag(&view.etag, StatusCode::OK, view.body))
+                    .await?,
+            )
         },
     )
     .patch(
@@ -505,9 +510,9 @@ fn nested_routes(kind: ResourceType) -> MethodRouter<AppState> {
             check_id(&partner)?;
             let page = state
                 .service
-                .list_records(&caller, kind, &params, Some(&partner))
+                .list_records_recorded(&caller, kind, &params, Some(&partner))
                 .await?;
-            Ok::<_, Problem>(Json(page))
+            Ok::<_, Problem>(page.finish(|page| Json(page).into_response()).await?)
         },
     )
     .post(

@@ -1093,6 +1093,25 @@ async fn an_unwritable_trail_refuses_requests() {
         );
         assert_eq!(read.body["code"], "audit_unavailable");
         assert!(read.body.get("name").is_none(), "no data served unrecorded");
+        // Lists too, the top-level one and a partner's nested one (their
+        // pages are serialized while the event commits, and not sent).
+        for list in [
+            "/v1/partners".to_owned(),
+            format!("/v1/partners/{pid}/contacts"),
+        ] {
+            let listed = app.get(&list, &app.admin_token).await;
+            assert_eq!(
+                listed.status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{backend:?} {list} {:?}",
+                listed.body
+            );
+            assert_eq!(listed.body["code"], "audit_unavailable", "{list}");
+            assert!(
+                listed.body.get("items").is_none(),
+                "{list}: no data served unrecorded"
+            );
+        }
         let created = app
             .post(
                 "/v1/partners",

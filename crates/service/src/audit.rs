@@ -5,7 +5,9 @@
 //! - Read and deny events go through one batched writer (group commit):
 //!   events queued while a batch commits go into the next; a request gets
 //!   its answer only after its event is committed ([`Service::record`]),
-//!   and an error from the trail refuses the request (fail closed).
+//!   and an error from the trail refuses the request (fail closed). The
+//!   record reads hand their answer back as a [`Recorded`]: serialized
+//!   while the event commits, given out only after.
 //! - A checkpointer signs the chain's head every N events or T seconds with
 //!   a key kept outside the database.
 //!
@@ -128,16 +130,38 @@ impl AuditWriter {
 
     /// Queues an event and waits until it is committed.
     pub async fn write(&self, event: NewEvent) -> Result<(), ServiceError> {
+        self.submit(event).await?.committed().await
+    }
+
+    /// Queues an event; its commit is waited for through the
+    /// [`Pending`] returned.
+    pub async fn submit(&self, event: NewEvent) -> Result<Pending, ServiceError> {
         #[cfg(feature = "bench-bare")]
         if self.bench_unaudited {
             drop(event);
-            return Ok(());
+            return Ok(Pending(None));
         }
         let (ack, done) = oneshot::channel();
         self.queue
             .send((event, ack))
             .await
             .map_err(|_| ServiceError::AuditUnavailable("the audit writer has stopped".into()))?;
+        Ok(Pending(Some(done)))
+    }
+}
+
+/// An event queued to the batched writer, not yet known to be committed.
+#[derive(Debug)]
+#[must_use = "an answer waits for its event's commit"]
+pub struct Pending(Option<oneshot::Receiver<Result<(), String>>>);
+
+impl Pending {
+    /// Waits until the event is committed (and on disk); the trail's
+    /// error if it cannot be (the request is refused: fail closed).
+    pub async fn committed(self) -> Result<(), ServiceError> {
+        let Some(done) = self.0 else {
+            return Ok(());
+        };
         match done.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(ServiceError::AuditUnavailable(error)),
@@ -145,6 +169,33 @@ impl AuditWriter {
                 "the audit writer has stopped".into(),
             )),
         }
+    }
+}
+
+/// An answer whose event is queued and not yet committed: it can be made
+/// ready to send (serialized) while the event commits, and is handed out
+/// only once the event is committed ([`Recorded::finish`]). Its value is
+/// private: there is no other way to it.
+#[derive(Debug)]
+#[must_use = "an answer is given out once its event is committed"]
+pub struct Recorded<T> {
+    value: T,
+    pending: Pending,
+}
+
+impl<T> Recorded<T> {
+    /// Prepares the answer from the value (`prepare` runs while the event
+    /// commits: what it makes is returned only after the commit), then
+    /// waits for the commit; the trail's error refuses the request.
+    pub async fn finish<R>(self, prepare: impl FnOnce(T) -> R) -> Result<R, ServiceError> {
+        let prepared = prepare(self.value);
+        self.pending.committed().await?;
+        Ok(prepared)
+    }
+
+    /// The value, once its event is committed.
+    pub async fn committed(self) -> Result<T, ServiceError> {
+        self.finish(|value| value).await
     }
 }
 
@@ -665,6 +716,29 @@ impl Service {
             return Ok(());
         }
         self.record(build()).await
+    }
+
+    /// [`Service::record_with`] without waiting: the event is queued, and
+    /// `value` comes back as a [`Recorded`] answer, given out once the
+    /// event is committed. The caller makes the answer (renders or
+    /// serializes it) while the writer commits.
+    pub(crate) async fn recorded_with<T>(
+        &self,
+        build: impl FnOnce() -> NewEvent,
+        value: impl FnOnce() -> T,
+    ) -> Result<Recorded<T>, ServiceError> {
+        #[cfg(feature = "bench-bare")]
+        if self.audit_writer().bench_unaudited {
+            return Ok(Recorded {
+                value: value(),
+                pending: Pending(None),
+            });
+        }
+        let pending = self.audit_writer().submit(build()).await?;
+        Ok(Recorded {
+            value: value(),
+            pending,
+        })
     }
 
     /// Appends a change's event in the change's own transaction.

@@ -16,7 +16,7 @@ use partnerdb_store::{StoreError, Tx, Value, principals};
 use serde_json::Value as Json;
 
 use crate::Service;
-use crate::audit::{self, Draft, Target, service_allow, service_refusal};
+use crate::audit::{self, Draft, Recorded, Target, service_allow, service_refusal};
 use crate::auth::Caller;
 use crate::codec::{ColumnValue, from_json, normalize_timestamp, object};
 use crate::error::ServiceError;
@@ -551,6 +551,20 @@ impl Service {
         kind: ResourceType,
         id: &str,
     ) -> Result<RecordView, ServiceError> {
+        self.get_record_recorded(caller, kind, id)
+            .await?
+            .committed()
+            .await
+    }
+
+    /// [`Service::get_record`], the record's view handed out once its read
+    /// event is committed: the caller serializes it meanwhile.
+    pub async fn get_record_recorded(
+        &self,
+        caller: &Caller,
+        kind: ResourceType,
+        id: &str,
+    ) -> Result<Recorded<RecordView>, ServiceError> {
         table(kind)?;
         let Some(record) = records::get(self.db(), kind, id).await? else {
             let event = self.unseen_event(caller, Action::Read, kind, id, "no such record");
@@ -559,7 +573,7 @@ impl Service {
                 .await;
         };
         let decision = decide(caller, Action::Read, &record);
-        self.record_with(|| {
+        let event = || {
             self.record_event(
                 caller,
                 "decision",
@@ -568,12 +582,13 @@ impl Service {
                 &decision,
                 json!({}),
             )
-        })
-        .await?;
+        };
         if !decision.allowed {
+            self.record_with(event).await?;
             return Err(ServiceError::NotFound(noun(kind)));
         }
-        Ok(view(&record, decision.fields))
+        self.recorded_with(event, || view(&record, decision.fields))
+            .await
     }
 
     /// Starts a write transaction and loads the record to change: missing
@@ -1050,6 +1065,21 @@ impl Service {
         params: &[(String, String)],
         route_partner: Option<&str>,
     ) -> Result<Page, ServiceError> {
+        self.list_records_recorded(caller, kind, params, route_partner)
+            .await?
+            .committed()
+            .await
+    }
+
+    /// [`Service::list_records`], the page handed out once the list's
+    /// event is committed: the caller serializes it meanwhile.
+    pub async fn list_records_recorded(
+        &self,
+        caller: &Caller,
+        kind: ResourceType,
+        params: &[(String, String)],
+        route_partner: Option<&str>,
+    ) -> Result<Recorded<Page>, ServiceError> {
         let table = table(kind)?;
         if !caller.policy.covers(&caller.roles, kind, Action::Read) {
             let event = self.list_event(
@@ -1167,17 +1197,19 @@ impl Service {
             }
         }
         let returned = items.len();
-        self.record_with(|| {
-            self.list_event(
-                caller,
-                kind,
-                &allowed,
-                None,
-                json!({"list": {"filters": parsed.audited, "partner": route_partner, "returned": returned}}),
-            )
-        })
-        .await?;
-        Ok(Page { items, next_cursor })
+        self.recorded_with(
+            || {
+                self.list_event(
+                    caller,
+                    kind,
+                    &allowed,
+                    None,
+                    json!({"list": {"filters": parsed.audited, "partner": route_partner, "returned": returned}}),
+                )
+            },
+            || Page { items, next_cursor },
+        )
+        .await
     }
 
     /// Records a list the service refuses once the caller's roles cover
