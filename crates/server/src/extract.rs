@@ -48,8 +48,7 @@ impl FromRequestParts<AppState> for Auth {
                     "the Authorization header must be `Bearer <token>`",
                 )
             })?;
-        let mut caller = state.service.authenticate(token).await?;
-        caller.request = partnerdb_service::auth::RequestInfo {
+        let request = partnerdb_service::auth::RequestInfo {
             // A client's request id goes into the audit trail only if it
             // looks like an id (no free text there); else a new one.
             id: parts
@@ -64,6 +63,7 @@ impl FromRequestParts<AppState> for Auth {
                 .get::<axum::extract::MatchedPath>()
                 .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
         };
+        let mut caller = state.service.authenticate_request(token, request).await?;
         if let Some(elevation) = parts
             .headers
             .get(partnerdb_service::elevations::ELEVATION_HEADER)

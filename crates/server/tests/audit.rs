@@ -675,6 +675,88 @@ async fn principal_changes_refused_after_the_decision_are_recorded() {
     }
 }
 
+/// A credential presented after its end (revoked, expired) is refused
+/// with an event naming the principal, the credential and why; a token
+/// that names no credential leaves none. No token appears in the trail.
+#[tokio::test]
+async fn credentials_refused_after_their_end_are_recorded() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let (reader, _) = app
+            .principal("reader", &["read_only"], None, json!({}))
+            .await;
+        let issue = |days: Option<i64>| {
+            let body = days.map_or_else(|| json!({}), |d| json!({"expires_in_days": d}));
+            let app = &app;
+            let reader = reader.clone();
+            async move {
+                let issued = app
+                    .post(
+                        &format!("/v1/principals/{reader}/credentials"),
+                        &app.admin_token,
+                        &body,
+                    )
+                    .await;
+                assert_eq!(issued.status, StatusCode::CREATED, "{:?}", issued.body);
+                (
+                    issued.body["id"].as_str().unwrap().to_owned(),
+                    issued.body["token"].as_str().unwrap().to_owned(),
+                )
+            }
+        };
+        let (expiring, expiring_token) = issue(Some(1)).await;
+        let (revoked, revoked_token) = issue(None).await;
+        let gone = app
+            .delete(
+                &format!("/v1/principals/{reader}/credentials/{revoked}"),
+                &app.admin_token,
+            )
+            .await;
+        assert_eq!(gone.status, StatusCode::NO_CONTENT);
+        let refused = app.get("/v1/partners", &revoked_token).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{backend:?}");
+        app.clock.advance(jiff::SignedDuration::from_hours(25));
+        let refused = app.get("/v1/me", &expiring_token).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{backend:?}");
+        let unknown = format!("{}{}", &revoked_token[..8], "x".repeat(40));
+        assert_eq!(
+            app.get("/v1/me", &unknown).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+
+        let all = events(&app, "").await;
+        let refusals: Vec<&Value> = all
+            .iter()
+            .filter(|e| e["action"] == "authenticate")
+            .collect();
+        assert_eq!(refusals.len(), 2, "{backend:?}: {refusals:#?}");
+        for (credential, why, route) in [
+            (&revoked, "token revoked", "/v1/partners"),
+            (&expiring, "token expired", "/v1/me"),
+        ] {
+            let event = refusals
+                .iter()
+                .find(|e| e["resource_id"] == credential.as_str())
+                .unwrap_or_else(|| panic!("{backend:?}: no event for {credential}"));
+            assert_eq!(event["principal_id"], reader.as_str(), "{event}");
+            assert_eq!(event["resource_type"], "credential", "{event}");
+            assert_eq!(event["decision"], "deny", "{event}");
+            assert_eq!(event["detail"]["reason"], why, "{event}");
+            assert_eq!(event["detail"]["engine"], false, "{event}");
+            assert_eq!(event["detail"]["request"]["route"], route, "{event}");
+        }
+        let text = serde_json::to_string(&all).unwrap();
+        for token in [&expiring_token, &revoked_token, &unknown] {
+            assert!(
+                !text.contains(token.as_str()),
+                "{backend:?}: a token in the trail"
+            );
+        }
+    }
+}
+
 /// A database initialised before policy versions were kept gets its
 /// policy in force as version 1 when opened, and that version its event,
 /// on the chain as every version's is.

@@ -296,6 +296,21 @@ impl Service {
     /// The caller a bearer token stands for: its credential must exist, be
     /// neither revoked nor expired, and its principal not deleted.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, ServiceError> {
+        self.authenticate_request(token, auth::RequestInfo::default())
+            .await
+    }
+
+    /// [`Service::authenticate`] for a request: the caller carries the
+    /// request's id, method and route. A revoked or expired credential of
+    /// a principal that exists is refused with an event (who presented
+    /// which credential, and why it no longer works); a token that names
+    /// no credential is refused without one (it names no principal, and
+    /// anyone could fill the trail with such requests).
+    pub async fn authenticate_request(
+        &self,
+        token: &str,
+        request: auth::RequestInfo,
+    ) -> Result<Caller, ServiceError> {
         if !token.starts_with(auth::TOKEN_PREFIX) || token.len() > 128 {
             return Err(ServiceError::Unauthenticated("invalid token"));
         }
@@ -311,20 +326,50 @@ impl Service {
                 found
             }
         };
-        if found.credential.revoked_at.is_some() {
-            return Err(ServiceError::Unauthenticated("token revoked"));
-        }
-        if let Some(expires) = &found.credential.expires_at
-            && *expires <= self.now_text()
+        let refused = if found.credential.revoked_at.is_some() {
+            Some("token revoked")
+        } else if found
+            .credential
+            .expires_at
+            .as_ref()
+            .is_some_and(|expires| *expires <= self.now_text())
         {
-            return Err(ServiceError::Unauthenticated("token expired"));
-        }
+            Some("token expired")
+        } else {
+            None
+        };
         let active = self.policy.load();
-        Ok(Caller::new(
+        let mut caller = Caller::new(
             found.principal,
             active.compiled.clone(),
             active.version.clone(),
-        ))
+        );
+        caller.request = request;
+        if let Some(why) = refused {
+            let credential = found.credential.id.as_str();
+            let event = self.event(
+                &caller,
+                audit::Draft {
+                    kind: "decision",
+                    action: "authenticate",
+                    resource_type: "credential",
+                    resource_id: Some(credential),
+                    partner_id: caller.principal.partner_id.as_deref(),
+                    decision: &audit::service_refusal(),
+                    reason: Some(why.to_owned()),
+                    input: audit::input(
+                        &caller,
+                        "authenticate",
+                        audit::Target::Object("credential", Some(credential)),
+                        false,
+                    ),
+                    extra: serde_json::json!({}),
+                },
+            );
+            self.record(event).await?;
+            return Err(ServiceError::Unauthenticated(why));
+        }
+        Ok(caller)
     }
 }
 
