@@ -675,6 +675,60 @@ async fn principal_changes_refused_after_the_decision_are_recorded() {
     }
 }
 
+/// A workflow's body refused once its trigger is allowed (an onboarding
+/// of a partner not in `onboarding`, an offboarding without its partner)
+/// leaves a deny naming the workflow and the error.
+#[tokio::test]
+async fn workflow_bodies_refused_after_the_trigger_are_recorded() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        for (path, body, code) in [
+            (
+                "/v1/workflows/onboarding",
+                json!({"partner": {"name": "X", "region": "emea", "status": "active"}}),
+                "invalid_value",
+            ),
+            (
+                "/v1/workflows/onboarding",
+                json!({"partner": {"name": "X"}, "extra": 1}),
+                "unknown_field",
+            ),
+            ("/v1/workflows/offboarding", json!({}), "missing_field"),
+        ] {
+            let refused = app.post(path, &app.admin_token, &body).await;
+            assert_eq!(
+                refused.status,
+                StatusCode::BAD_REQUEST,
+                "{path}: {:?}",
+                refused.body
+            );
+            assert_eq!(refused.body["code"], code, "{path}: {:?}", refused.body);
+        }
+        let denied = events(&app, "&decision=deny&resource=workflow").await;
+        for (workflow, reason) in [
+            ("onboarding", "starts in status `onboarding`"),
+            ("onboarding", "extra"),
+            ("offboarding", "`partner_id` is required"),
+        ] {
+            let event = denied
+                .iter()
+                .find(|e| {
+                    e["resource_id"] == workflow
+                        && e["detail"]["reason"]
+                            .as_str()
+                            .is_some_and(|r| r.contains(reason))
+                })
+                .unwrap_or_else(|| {
+                    panic!("{backend:?}: no event for {workflow} ({reason}) in {denied:#?}")
+                });
+            assert_eq!(event["action"], "trigger", "{event}");
+            assert_eq!(event["detail"]["engine"], false, "{event}");
+        }
+    }
+}
+
 /// A credential presented after its end (revoked, expired) is refused
 /// with an event naming the principal, the credential and why; a token
 /// that names no credential leaves none. No token appears in the trail.

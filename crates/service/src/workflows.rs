@@ -138,39 +138,16 @@ impl Service {
     /// template).
     pub async fn onboard(&self, caller: &Caller, body: &Json) -> Result<Json, ServiceError> {
         let decision = self.may_trigger(caller, "onboarding").await?;
-        let top = object(body, "")?;
-        only(top, &["partner", "contract"], "an onboarding")?;
-        let mut partner = object(top.get("partner").unwrap_or(&Json::Null), "/partner")?.clone();
-        match partner.get("status").and_then(Json::as_str) {
-            None | Some("onboarding") => {}
-            Some(_) => {
-                return Err(ServiceError::invalid(
-                    "invalid_value",
-                    "/partner/status",
-                    "an onboarded partner starts in status `onboarding`",
-                ));
+        // A body refused once the trigger is allowed is recorded (the
+        // records' own refusals are, by the records).
+        let (partner, mut contract, name) = match onboarding_parts(caller, body) {
+            Ok(parts) => parts,
+            Err(error) => {
+                return self
+                    .refuse_plain(caller, "trigger", ("workflow", "onboarding"), error)
+                    .await;
             }
-        }
-        partner.insert("status".into(), Json::from("onboarding"));
-        partner
-            .entry("owner")
-            .or_insert_with(|| Json::from(caller.principal.id.as_str()));
-        let mut contract = match top.get("contract") {
-            None => Map::new(),
-            Some(c) => object(c, "/contract")?.clone(),
         };
-        if contract.get("status").is_some_and(|s| s != "draft") {
-            return Err(ServiceError::invalid(
-                "invalid_value",
-                "/contract/status",
-                "the onboarding contract starts as a draft",
-            ));
-        }
-        let name = partner
-            .get("name")
-            .and_then(Json::as_str)
-            .unwrap_or("the partner")
-            .to_owned();
         let created = self
             .create_record(
                 caller,
@@ -370,16 +347,14 @@ impl Service {
     /// Offboards a partner: `{"partner_id": "…"}`.
     pub async fn offboard(&self, caller: &Caller, body: &Json) -> Result<Json, ServiceError> {
         let decision = self.may_trigger(caller, "offboarding").await?;
-        let top = object(body, "")?;
-        only(top, &["partner_id"], "an offboarding")?;
-        let partner_id = top
-            .get("partner_id")
-            .and_then(Json::as_str)
-            .filter(|p| !p.is_empty() && p.len() <= 64)
-            .ok_or_else(|| {
-                ServiceError::invalid("missing_field", "/partner_id", "`partner_id` is required")
-            })?
-            .to_owned();
+        let partner_id = match offboarding_partner(body) {
+            Ok(partner_id) => partner_id,
+            Err(error) => {
+                return self
+                    .refuse_plain(caller, "trigger", ("workflow", "offboarding"), error)
+                    .await;
+            }
+        };
         // The partner must be one the caller may read (else: not found).
         self.get_record(caller, ResourceType::Partner, &partner_id)
             .await?;
@@ -498,4 +473,60 @@ impl Service {
         self.record(event).await?;
         Ok(workflow_json(&run))
     }
+}
+
+/// An onboarding's partner and contract bodies (their status set, the
+/// partner's owner defaulted to the caller) and the partner's name.
+type OnboardingParts = (Map<String, Json>, Map<String, Json>, String);
+
+/// [`OnboardingParts`] of a body, or why the body is refused.
+fn onboarding_parts(caller: &Caller, body: &Json) -> Result<OnboardingParts, ServiceError> {
+    let top = object(body, "")?;
+    only(top, &["partner", "contract"], "an onboarding")?;
+    let mut partner = object(top.get("partner").unwrap_or(&Json::Null), "/partner")?.clone();
+    match partner.get("status").and_then(Json::as_str) {
+        None | Some("onboarding") => {}
+        Some(_) => {
+            return Err(ServiceError::invalid(
+                "invalid_value",
+                "/partner/status",
+                "an onboarded partner starts in status `onboarding`",
+            ));
+        }
+    }
+    partner.insert("status".into(), Json::from("onboarding"));
+    partner
+        .entry("owner")
+        .or_insert_with(|| Json::from(caller.principal.id.as_str()));
+    let contract = match top.get("contract") {
+        None => Map::new(),
+        Some(c) => object(c, "/contract")?.clone(),
+    };
+    if contract.get("status").is_some_and(|s| s != "draft") {
+        return Err(ServiceError::invalid(
+            "invalid_value",
+            "/contract/status",
+            "the onboarding contract starts as a draft",
+        ));
+    }
+    let name = partner
+        .get("name")
+        .and_then(Json::as_str)
+        .unwrap_or("the partner")
+        .to_owned();
+    Ok((partner, contract, name))
+}
+
+/// The partner an offboarding names, or why the body is refused.
+fn offboarding_partner(body: &Json) -> Result<String, ServiceError> {
+    let top = object(body, "")?;
+    only(top, &["partner_id"], "an offboarding")?;
+    Ok(top
+        .get("partner_id")
+        .and_then(Json::as_str)
+        .filter(|p| !p.is_empty() && p.len() <= 64)
+        .ok_or_else(|| {
+            ServiceError::invalid("missing_field", "/partner_id", "`partner_id` is required")
+        })?
+        .to_owned())
 }
