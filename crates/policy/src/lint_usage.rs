@@ -68,9 +68,14 @@ pub fn lint_usage(policy: &Policy, facts: &UsageFacts) -> Vec<Diagnostic> {
     redundant_bindings(&effective, facts, &mut out);
     administrators(policy, facts, &mut out);
     let cutoff = facts.now - i64::from(facts.unused_days) * DAY;
-    dormant_principals(facts, cutoff, &mut out);
     match facts.history_start {
-        Some(start) if start <= cutoff => unused_roles_and_grants(policy, facts, cutoff, &mut out),
+        // Only a history that covers the whole window can say nothing was
+        // done in it: a principal without a decision in a younger trail
+        // may have used its access before the trail began.
+        Some(start) if start <= cutoff => {
+            dormant_principals(facts, cutoff, &mut out);
+            unused_roles_and_grants(policy, facts, cutoff, &mut out);
+        }
         start => {
             let covered = start.map_or(0, |s| (facts.now - s).max(0) / DAY);
             out.push(
@@ -78,7 +83,7 @@ pub fn lint_usage(policy: &Policy, facts: &UsageFacts) -> Vec<Diagnostic> {
                     Severity::Info,
                     "short-usage-history",
                     format!(
-                        "usage history covers {covered} day{} (fewer than {}): unused roles and grants are not reported yet",
+                        "usage history covers {covered} day{} (fewer than {}): dormant principals and unused roles and grants are not reported yet",
                         if covered == 1 { "" } else { "s" },
                         facts.unused_days
                     ),
@@ -192,7 +197,7 @@ fn dormant_principals(facts: &UsageFacts, cutoff: i64, out: &mut Vec<Diagnostic>
                     Severity::Warning,
                     "dormant-principal",
                     format!(
-                        "principal {} ({}) is dormant: {what} (more than {} days)",
+                        "principal {} ({}) is dormant: {what} (none in the last {} days)",
                         principal.id, principal.name, facts.unused_days
                     ),
                     None,
@@ -338,7 +343,7 @@ grants = [ { on = "metrics", can = ["read"] } ]
                 "role-without-principal no principal holds role \"spare\"",
                 "redundant-binding principal p2 (p2-name) holds role \"reader\", which its role \"wide_reader\" already contains",
                 "too-few-administrators 1 principal can apply a policy, fewer than min_admins = 2",
-                "dormant-principal principal p2 (p2-name) is dormant: last decision 40 days ago (more than 30 days)",
+                "dormant-principal principal p2 (p2-name) is dormant: last decision 40 days ago (none in the last 30 days)",
                 "unused-grant grant reader#1 allowed nothing in the last 30 days",
                 "unused-role role \"wide_reader\" allowed nothing in the last 30 days, though principals hold it",
             ],
@@ -360,8 +365,26 @@ grants = [ { on = "metrics", can = ["read"] } ]
             "{found:#?}"
         );
         assert!(
-            found.contains(&"short-usage-history usage history covers 3 days (fewer than 30): unused roles and grants are not reported yet".to_owned()),
+            found.contains(&"short-usage-history usage history covers 3 days (fewer than 30): dormant principals and unused roles and grants are not reported yet".to_owned()),
             "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn an_old_principal_unseen_by_a_young_trail_is_not_dormant() {
+        let mut facts = facts();
+        facts.history_start = Some(NOW - 10 * DAY);
+        // Made long before the trail began, no decision since: it may have
+        // used its access before the trail, so nothing can be said yet.
+        facts.principals.push(principal("p5", &["reader"], 0, None));
+        let young = found(&facts);
+        assert!(!young.iter().any(|f| f.contains("p5")), "{young:#?}");
+        // Once the trail covers the window, it is.
+        facts.history_start = Some(NOW - 31 * DAY);
+        let covered = found(&facts);
+        assert!(
+            covered.contains(&"dormant-principal principal p5 (p5-name) is dormant: no decision ever (none in the last 30 days)".to_owned()),
+            "{covered:#?}"
         );
     }
 
