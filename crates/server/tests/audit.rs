@@ -31,6 +31,19 @@ async fn events(app: &TestApp, query: &str) -> Vec<Value> {
     }
 }
 
+/// The event of `events` about `id` whose reason mentions `reason`.
+fn refusal<'e>(events: &'e [Value], id: &str, reason: &str, backend: Backend) -> &'e Value {
+    events
+        .iter()
+        .find(|e| {
+            e["resource_id"] == id
+                && e["detail"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains(reason))
+        })
+        .unwrap_or_else(|| panic!("{backend:?}: no event for {id} ({reason}) in {events:#?}"))
+}
+
 async fn sql(app: &TestApp, statement: &str) {
     let mut tx = app.service.db().begin().await.unwrap();
     let mut sql = tx.sql();
@@ -658,17 +671,7 @@ async fn principal_changes_refused_after_the_decision_are_recorded() {
             (pm.as_str(), "wizard"),
             ("nobody", "principal not found"),
         ] {
-            let event = denied
-                .iter()
-                .find(|e| {
-                    e["resource_id"] == id
-                        && e["detail"]["reason"]
-                            .as_str()
-                            .is_some_and(|r| r.contains(reason))
-                })
-                .unwrap_or_else(|| {
-                    panic!("{backend:?}: no event for {id} ({reason}) in {denied:#?}")
-                });
+            let event = refusal(&denied, id, reason, backend);
             assert_eq!(event["action"], "assign", "{event}");
             assert_eq!(event["detail"]["engine"], false, "{event}");
         }
@@ -712,17 +715,7 @@ async fn workflow_bodies_refused_after_the_trigger_are_recorded() {
             ("onboarding", "extra"),
             ("offboarding", "`partner_id` is required"),
         ] {
-            let event = denied
-                .iter()
-                .find(|e| {
-                    e["resource_id"] == workflow
-                        && e["detail"]["reason"]
-                            .as_str()
-                            .is_some_and(|r| r.contains(reason))
-                })
-                .unwrap_or_else(|| {
-                    panic!("{backend:?}: no event for {workflow} ({reason}) in {denied:#?}")
-                });
+            let event = refusal(&denied, workflow, reason, backend);
             assert_eq!(event["action"], "trigger", "{event}");
             assert_eq!(event["detail"]["engine"], false, "{event}");
         }
