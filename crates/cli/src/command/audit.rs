@@ -213,22 +213,23 @@ async fn run_export(args: ExportArgs) -> anyhow::Result<Outcome> {
                 }
                 Format::Csv => {
                     let e = &stored.event;
+                    let seq = e.seq.to_string();
                     let fields = [
-                        e.seq.to_string(),
-                        e.at.clone(),
-                        e.kind.clone(),
-                        e.principal_id.clone().unwrap_or_default(),
-                        e.action.clone(),
-                        e.resource_type.clone(),
-                        e.resource_id.clone().unwrap_or_default(),
-                        e.partner_id.clone().unwrap_or_default(),
-                        e.decision.clone(),
-                        e.policy_version.clone(),
-                        e.detail.clone(),
-                        stored.prev_hash.clone(),
-                        stored.hash.clone(),
+                        Some(seq.as_str()),
+                        Some(e.at.as_str()),
+                        Some(e.kind.as_str()),
+                        e.principal_id.as_deref(),
+                        Some(e.action.as_str()),
+                        Some(e.resource_type.as_str()),
+                        e.resource_id.as_deref(),
+                        e.partner_id.as_deref(),
+                        Some(e.decision.as_str()),
+                        Some(e.policy_version.as_str()),
+                        Some(e.detail.as_str()),
+                        Some(stored.prev_hash.as_str()),
+                        Some(stored.hash.as_str()),
                     ];
-                    let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+                    let line: Vec<String> = fields.into_iter().map(csv_field).collect();
                     writeln!(out, "{}", line.join(","))?;
                 }
             }
@@ -242,11 +243,16 @@ async fn run_export(args: ExportArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
+/// A CSV field (RFC 4180 quoting). As PostgreSQL's `COPY … CSV` writes
+/// them: a missing value (no principal, resource id or partner) is an
+/// empty field, an empty text a quoted one (`""`), so the two stay apart.
+fn csv_field(text: Option<&str>) -> String {
+    match text {
+        None => String::new(),
+        Some(text) if text.is_empty() || text.contains([',', '"', '\n', '\r']) => {
+            format!("\"{}\"", text.replace('"', "\"\""))
+        }
+        Some(text) => text.to_owned(),
     }
 }
 
@@ -295,5 +301,20 @@ async fn run_tail(args: TailArgs) -> anyhow::Result<Outcome> {
         if page.is_empty() {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_fields_keep_missing_and_empty_apart_and_quote_what_needs_it() {
+        assert_eq!(csv_field(None), "");
+        assert_eq!(csv_field(Some("")), "\"\"");
+        assert_eq!(csv_field(Some("plain")), "plain");
+        assert_eq!(csv_field(Some("a,b")), "\"a,b\"");
+        assert_eq!(csv_field(Some("say \"hi\"")), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field(Some("two\nlines")), "\"two\nlines\"");
     }
 }
