@@ -711,17 +711,14 @@ impl Service {
         &self,
         build: impl FnOnce() -> NewEvent,
     ) -> Result<(), ServiceError> {
-        #[cfg(feature = "bench-bare")]
-        if self.audit_writer().bench_unaudited {
-            return Ok(());
-        }
-        self.record(build()).await
+        self.recorded_with(build, || ()).await?.committed().await
     }
 
     /// [`Service::record_with`] without waiting: the event is queued, and
     /// `value` comes back as a [`Recorded`] answer, given out once the
     /// event is committed. The caller makes the answer (renders or
-    /// serializes it) while the writer commits.
+    /// serializes it) while the writer commits. A benchmark build told to
+    /// write no read events builds none.
     pub(crate) async fn recorded_with<T>(
         &self,
         build: impl FnOnce() -> NewEvent,
