@@ -2,6 +2,8 @@
 //! the bearer token, a JSON body (content type, size, syntax), the query
 //! string, path ids and the conditional headers.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -12,13 +14,16 @@ use sha2::{Digest, Sha256};
 
 use crate::AppState;
 use crate::problem::Problem;
+use crate::refusal::CallerSlot;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// The authenticated caller (`Authorization: Bearer <token>`).
+/// The authenticated caller (`Authorization: Bearer <token>`), kept in
+/// the request's [`CallerSlot`] too, so that a refusal the service never
+/// saw is recorded ([`crate::refusal`]).
 #[derive(Debug)]
-pub struct Auth(pub Caller);
+pub struct Auth(pub Arc<Caller>);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = Problem;
@@ -70,6 +75,10 @@ impl FromRequestParts<AppState> for Auth {
         {
             let token = elevation.to_str().map(str::trim).unwrap_or_default();
             state.service.elevate(&mut caller, token).await?;
+        }
+        let caller = Arc::new(caller);
+        if let Some(slot) = parts.extensions.get::<Arc<CallerSlot>>() {
+            slot.fill(&caller);
         }
         Ok(Auth(caller))
     }

@@ -11,6 +11,7 @@ pub mod bare;
 pub mod extract;
 pub mod openapi;
 pub mod problem;
+pub mod refusal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,7 +62,11 @@ async fn not_found() -> Problem {
 /// The whole application.
 pub fn router(state: AppState) -> axum::Router {
     let request_id = HeaderName::from_static("x-request-id");
-    let routes = api::v1();
+    // Every refusal of an authenticated request has its event.
+    let routes = api::v1().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        refusal::record_refusals,
+    ));
     #[cfg(feature = "bench-bare")]
     let routes = {
         tracing::warn!(

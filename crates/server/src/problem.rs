@@ -49,6 +49,10 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
+        let answered = crate::refusal::Answered {
+            code: self.code,
+            detail: self.detail.clone(),
+        };
         let mut body = Map::new();
         body.insert(
             "type".into(),
@@ -64,6 +68,7 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        response.extensions_mut().insert(answered);
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

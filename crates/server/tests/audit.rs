@@ -276,10 +276,14 @@ async fn decisions_and_changes_are_recorded_for_replay() {
         let filtered = events(&app, "&resource=contact&action=read").await;
         let filters = filtered
             .iter()
-            .find_map(|e| e["detail"]["list"]["filters"].as_str())
+            .find_map(|e| e["detail"]["list"]["filters"].as_array())
             .unwrap();
         assert_eq!(
-            filters, "email=(withheld: pii)&name=(withheld: pii)",
+            filters,
+            &[
+                json!("email=(withheld: pii)"),
+                json!("name=(withheld: pii)")
+            ],
             "{backend:?}"
         );
 
@@ -536,7 +540,15 @@ async fn reads_of_runs_elevations_and_me_are_recorded() {
         let (reader_id, reader) = app
             .principal("dashboard", &["read_only"], None, json!({}))
             .await;
+        let (auditor_id, auditor) = app.principal("aud", &["auditor"], None, json!({})).await;
         for (path, token, status) in [
+            ("/v1/policy/versions".to_owned(), &auditor, StatusCode::OK),
+            ("/v1/policy/versions/1".to_owned(), &auditor, StatusCode::OK),
+            (
+                "/v1/policy/versions/1/plan?days=7".to_owned(),
+                &auditor,
+                StatusCode::OK,
+            ),
             (format!("/v1/workflows/{run}"), &pm, StatusCode::OK),
             (format!("/v1/workflows/{run}"), &admin, StatusCode::OK),
             (
@@ -621,6 +633,210 @@ async fn reads_of_runs_elevations_and_me_are_recorded() {
         let me = find(&reader_id, "principal", Some(&reader_id));
         assert_eq!(me.len(), 1, "{backend:?} {me:#?}");
         assert_eq!(me[0]["decision"], "allow");
+        // Policy reads: the versions, one version, its plan; their grant
+        // is counted as used.
+        for (id, count) in [("versions", 1), ("1", 2)] {
+            let policy_reads = find(&auditor_id, "policy", Some(id));
+            assert_eq!(policy_reads.len(), count, "{backend:?} {policy_reads:#?}");
+            for read in &policy_reads {
+                assert_eq!(read["decision"], "allow", "{backend:?}");
+                assert_eq!(
+                    read["detail"]["matched"],
+                    json!(["auditor#1"]),
+                    "{backend:?}"
+                );
+            }
+        }
+        let usage = app.get("/v1/usage?kind=grant", &admin).await;
+        assert!(
+            usage.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|u| u["name"] == "auditor#1" && u["allows"] == 3),
+            "{backend:?}: {}",
+            usage.body
+        );
+        assert!(verified(&app, Vec::new()).await.is_ok());
+    }
+}
+
+/// Refusals the service never sees (a body that is not JSON, an id, a
+/// query string the HTTP layer cannot take) and refusals a step returns
+/// without an event of its own each leave one deny event, naming the
+/// route's resource and the problem's code; a refusal the policy made
+/// leaves its own event only.
+#[tokio::test]
+async fn every_refusal_of_an_authenticated_request_is_recorded() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let admin = app.admin_token.clone();
+        let (_, pm) = app
+            .principal("pm", &["partner_manager"], None, json!({}))
+            .await;
+        let partner = app
+            .record("partners", json!({"name": "Acme", "region": "emea"}))
+            .await;
+        let pid = partner["id"].as_str().unwrap();
+        let client = reqwest::Client::new();
+        let send =
+            |method: Method, path: String, token: &str, body: Option<(&str, &str)>, rid: &str| {
+                let mut request = client
+                    .request(method, format!("{}{path}", app.base))
+                    .bearer_auth(token)
+                    .header("x-request-id", rid);
+                if let Some((content_type, body)) = body {
+                    request = request
+                        .header("content-type", content_type)
+                        .body(body.to_owned());
+                }
+                request.send()
+            };
+        // Request id, method, path, token, body (content type, text),
+        // status, problem code (empty: any), the event's resource type.
+        type Case<'a> = (
+            &'a str,
+            Method,
+            String,
+            &'a str,
+            Option<(&'a str, &'a str)>,
+            u16,
+            &'a str,
+            &'a str,
+        );
+        let cases: [Case<'_>; 8] = [
+            (
+                "bad-json",
+                Method::PATCH,
+                format!("/v1/partners/{pid}"),
+                &admin,
+                Some(("application/json", "{")),
+                400,
+                "invalid_json",
+                "partner",
+            ),
+            (
+                "not-json",
+                Method::POST,
+                "/v1/partners".to_owned(),
+                &admin,
+                Some(("text/plain", "name=x")),
+                415,
+                "unsupported_media_type",
+                "partner",
+            ),
+            (
+                "bad-id",
+                Method::GET,
+                "/v1/contacts/no%20such%20id".to_owned(),
+                &admin,
+                None,
+                400,
+                "invalid_id",
+                "contact",
+            ),
+            (
+                "bad-cursor",
+                Method::GET,
+                "/v1/audit?cursor=bogus".to_owned(),
+                &admin,
+                None,
+                400,
+                "invalid_cursor",
+                "audit",
+            ),
+            (
+                "bad-status",
+                Method::GET,
+                "/v1/change-requests?status=sideways".to_owned(),
+                &admin,
+                None,
+                400,
+                "invalid_value",
+                "change_request",
+            ),
+            (
+                "empty-proposal",
+                Method::POST,
+                "/v1/policy/versions".to_owned(),
+                &admin,
+                Some(("application/json", "{}")),
+                400,
+                "",
+                "policy",
+            ),
+            (
+                "no-version",
+                Method::GET,
+                "/v1/policy/versions/999".to_owned(),
+                &admin,
+                None,
+                404,
+                "not_found",
+                "policy",
+            ),
+            // The policy's refusal: its own event, none from the layer.
+            (
+                "policy-deny",
+                Method::GET,
+                "/v1/audit".to_owned(),
+                &pm,
+                None,
+                403,
+                "",
+                "audit",
+            ),
+        ];
+        for (rid, method, path, token, body, status, code, _) in &cases {
+            let answer = send(method.clone(), path.clone(), token, *body, rid)
+                .await
+                .unwrap();
+            assert_eq!(answer.status().as_u16(), *status, "{backend:?} {rid}");
+            let problem: Value = answer.json().await.unwrap();
+            if !code.is_empty() {
+                assert_eq!(problem["code"], *code, "{backend:?} {rid}: {problem}");
+            }
+        }
+        let all = events(&app, "&decision=deny").await;
+        for (rid, _, _, _, _, status, _, resource_type) in &cases {
+            let denies: Vec<&Value> = all
+                .iter()
+                .filter(|e| e["detail"]["request"]["id"] == *rid)
+                .collect();
+            assert_eq!(denies.len(), 1, "{backend:?} {rid}: {denies:#?}");
+            let deny = denies[0];
+            assert_eq!(deny["resource_type"], *resource_type, "{backend:?} {rid}");
+            if *rid == "policy-deny" {
+                assert_eq!(deny["detail"]["engine"], true, "{backend:?}");
+                assert!(deny["detail"].get("refusal").is_none(), "{backend:?}");
+            } else {
+                assert_eq!(deny["detail"]["engine"], false, "{backend:?} {rid}");
+                assert_eq!(
+                    deny["detail"]["refusal"]["status"], *status,
+                    "{backend:?} {rid}"
+                );
+                assert!(
+                    deny["detail"]["reason"]
+                        .as_str()
+                        .is_some_and(|r| !r.is_empty())
+                );
+            }
+        }
+        let bad_json = all
+            .iter()
+            .find(|e| e["detail"]["request"]["id"] == "bad-json")
+            .unwrap();
+        assert_eq!(bad_json["resource_id"], pid, "{backend:?}");
+        assert_eq!(bad_json["action"], "update", "{backend:?}");
+        // No free text from the path in the trail.
+        let bad_id = all
+            .iter()
+            .find(|e| e["detail"]["request"]["id"] == "bad-id")
+            .unwrap();
+        assert_eq!(bad_id["resource_id"], Value::Null, "{backend:?}");
+        assert!(!bad_id.to_string().contains("no such id"), "{backend:?}");
         assert!(verified(&app, Vec::new()).await.is_ok());
     }
 }
@@ -1257,6 +1473,22 @@ async fn an_unwritable_trail_refuses_requests() {
             )
             .await;
         assert_eq!(updated.status, StatusCode::SERVICE_UNAVAILABLE);
+        // A refusal the service never sees is not answered unrecorded
+        // either.
+        let unknown = app.get("/v1/partners?colour=red", &app.admin_token).await;
+        assert_eq!(
+            unknown.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{:?}",
+            unknown.body
+        );
+        let bad_id = app.get("/v1/partners/no%20id", &app.admin_token).await;
+        assert_eq!(
+            bad_id.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{:?}",
+            bad_id.body
+        );
         // Nothing changed.
         match backend {
             partnerdb_testkit::Backend::Sqlite => sql(&app, "DROP TRIGGER audit_stop").await,
@@ -1387,6 +1619,44 @@ async fn reading_the_trail_masks_values_and_needs_audit_read() {
             .await;
         assert_eq!(twice.status, StatusCode::BAD_REQUEST, "{backend:?}");
         assert_eq!(twice.body["code"], "duplicate_parameter", "{backend:?}");
+        // A list's filter values are shown in the classes the reader may
+        // read on every record of the type: the finance user's search on
+        // bank account and credit limit is named, not shown, to the
+        // auditor; the admin sees it.
+        let (_, finance) = app.principal("fin", &["finance"], None, json!({})).await;
+        let search = app
+            .get(
+                "/v1/partners?bank_account=DE89%20SEARCHED&credit_limit.gte=150&region=emea",
+                &finance,
+            )
+            .await;
+        assert_eq!(search.status, StatusCode::OK, "{:?}", search.body);
+        let filters = |page: &Value| page["items"][0]["detail"]["list"]["filters"].clone();
+        let query = "/v1/audit?resource=partner&action=read&decision=allow&limit=1";
+        let admin_list = app.get(query, &app.admin_token).await;
+        assert_eq!(
+            filters(&admin_list.body),
+            json!([
+                "bank_account=DE89 SEARCHED",
+                "credit_limit.gte=150",
+                "region=emea"
+            ]),
+            "{backend:?}"
+        );
+        let auditor_list = app.get(query, &auditor).await;
+        assert_eq!(
+            filters(&auditor_list.body),
+            json!([
+                "bank_account=(hidden: not readable by you)",
+                "credit_limit.gte=(hidden: not readable by you)",
+                "region=(hidden: not readable by you)"
+            ]),
+            "{backend:?}"
+        );
+        assert!(
+            !auditor_list.body.to_string().contains("SEARCHED"),
+            "{backend:?}"
+        );
         // Usage counters.
         let usage = app.get("/v1/usage?kind=grant", &auditor).await;
         assert!(

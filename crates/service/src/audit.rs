@@ -622,6 +622,9 @@ impl Service {
     pub fn event(&self, caller: &Caller, draft: Draft<'_>) -> NewEvent {
         let (detail, matched) = detail(caller, &draft);
         let decision = draft.decision;
+        if !decision.allowed {
+            caller.mark_denied();
+        }
         NewEvent {
             at: self.now_text(),
             kind: draft.kind.to_owned(),
@@ -676,6 +679,41 @@ impl Service {
         );
         self.record(event).await?;
         Err(error)
+    }
+
+    /// Records a refusal of `caller`'s request that no step of the service
+    /// recorded (the HTTP layer's: a body, a query string, a header or an
+    /// id it could not take; a parameter a step refused after its
+    /// decision) and waits for its commit: every refusal an authenticated
+    /// caller receives has its event.
+    pub async fn record_refusal(
+        &self,
+        caller: &Caller,
+        refusal: &Refusal<'_>,
+    ) -> Result<(), ServiceError> {
+        let refused = service_refusal();
+        self.record_with(|| {
+            self.event(
+                caller,
+                Draft {
+                    kind: "decision",
+                    action: refusal.action,
+                    resource_type: refusal.resource_type,
+                    resource_id: refusal.resource_id,
+                    partner_id: refusal.partner_id,
+                    decision: &refused,
+                    reason: Some(refusal.reason.to_owned()),
+                    input: input(
+                        caller,
+                        refusal.action,
+                        Target::Object(refusal.resource_type, refusal.resource_id),
+                        false,
+                    ),
+                    extra: json!({"refusal": {"status": refusal.status, "code": refusal.code}}),
+                },
+            )
+        })
+        .await
     }
 
     /// Records the refusals an operation's steps leave unrecorded (a
@@ -745,6 +783,26 @@ impl Service {
             .map_err(|e| ServiceError::AuditUnavailable(e.to_string()))?;
         Ok(())
     }
+}
+
+/// A refusal answered to an authenticated caller, as
+/// [`Service::record_refusal`] records it.
+#[derive(Clone, Copy, Debug)]
+pub struct Refusal<'a> {
+    /// The action the request asked for (`read`, `create`, `approve`, …).
+    pub action: &'a str,
+    /// The resource type the route is about.
+    pub resource_type: &'a str,
+    /// The object the route names, if it names one.
+    pub resource_id: Option<&'a str>,
+    /// The partner the route names, if it names one.
+    pub partner_id: Option<&'a str>,
+    /// The answer's HTTP status.
+    pub status: u16,
+    /// The answer's problem code.
+    pub code: &'a str,
+    /// Why, as the answer says it.
+    pub reason: &'a str,
 }
 
 /// The input of a record decision.

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine as _;
 use partnerdb_policy::{Action, CompiledPolicy, Principal, ResourceType, RoleSet};
@@ -72,6 +73,20 @@ pub struct Caller {
     pub elevation: Option<Arc<ActiveElevation>>,
     /// The request, for the audit trail.
     pub request: RequestInfo,
+    /// Set once a deny event is made for the request.
+    denied: DenyMark,
+}
+
+/// Whether a deny event was made for a request: the HTTP layer records a
+/// refusal of its own for the requests refused without one (a body, a
+/// query, a header it could not take; a step that records none).
+#[derive(Debug, Default)]
+struct DenyMark(AtomicBool);
+
+impl Clone for DenyMark {
+    fn clone(&self) -> Self {
+        DenyMark(AtomicBool::new(self.0.load(Ordering::Relaxed)))
+    }
 }
 
 /// Whether a client's `x-request-id` looks like an id (1–64 of letters,
@@ -119,7 +134,18 @@ impl Caller {
             roles,
             elevation: None,
             request: RequestInfo::default(),
+            denied: DenyMark::default(),
         }
+    }
+
+    /// Whether a deny event was made for this request.
+    pub fn deny_recorded(&self) -> bool {
+        self.denied.0.load(Ordering::Relaxed)
+    }
+
+    /// Notes that a deny event was made for this request.
+    pub(crate) fn mark_denied(&self) {
+        self.denied.0.store(true, Ordering::Relaxed);
     }
 
     /// The principal as the engine sees it.

@@ -241,7 +241,8 @@ impl Service {
         Ok(())
     }
 
-    /// Decides `policy:<action>`; a refusal is recorded and returned.
+    /// Decides `policy:<action>`; a refusal is recorded and returned, and
+    /// so is a read's allow (a change's allow is recorded with the change).
     async fn may_policy(
         &self,
         caller: &Caller,
@@ -262,6 +263,10 @@ impl Service {
         };
         let decision = caller.policy.decide(&request);
         if decision.allowed {
+            if action == Action::Read {
+                let event = self.policy_event(caller, "read", id, &decision, None, json!({}));
+                self.record(event).await?;
+            }
             return Ok(decision);
         }
         let reason = caller.policy.deny_reason(&request, &decision);

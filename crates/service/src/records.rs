@@ -1252,9 +1252,9 @@ struct ListParams {
     filters: Vec<Filter>,
     /// The filters, for the cursor's binding.
     canonical: String,
-    /// The filters as the trail records them (personal and legal values
-    /// withheld).
-    audited: String,
+    /// The filters as the trail records them, one `field.op=value` each
+    /// (personal and legal values withheld).
+    audited: Vec<String>,
     sort: Sort,
     cursor: Option<String>,
     limit: usize,
@@ -1364,7 +1364,7 @@ fn parse_list_params(
     Ok(ListParams {
         filters,
         canonical: canonical.join("&"),
-        audited: audited.join("&"),
+        audited,
         sort,
         cursor,
         limit,

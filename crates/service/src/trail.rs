@@ -2,10 +2,11 @@
 //! principals holding `audit:read`. Changed values are shown only in the
 //! classes the reader may read on the record as it was recorded.
 
-use partnerdb_policy::{Action, NoAttributes, Request, Resource, ResourceType};
+use partnerdb_policy::{Action, FieldSet, NoAttributes, Request, Resource, ResourceType};
 use partnerdb_store::Value;
 use partnerdb_store::audit::{self as store, AuditFilter};
 use partnerdb_store::records::After;
+use partnerdb_store::schema::Table;
 use serde_json::{Map, Value as Json, json};
 
 use crate::Service;
@@ -242,6 +243,7 @@ impl Service {
                 }
             }
         }
+        hide_list_filters(caller, &mut detail, HIDDEN);
         json!({
             "seq": event.seq,
             "at": event.at,
@@ -349,6 +351,62 @@ fn usage_json(u: &store::Usage) -> Json {
 }
 
 /// The classes `caller` may read on a resource recorded in an event.
+/// Hides the values of a list event's filters (`field.op=value`) whose
+/// field's class `caller` may not read on every record of the listed type:
+/// a filter names no single record, so a value shows only where no record
+/// of the type could hide it (an unconstrained grant of that class).
+/// Events written before the filters were a list hold them as one text
+/// (`&` between them, ambiguous when a value holds `&`): hidden whole
+/// if any of them would be.
+fn hide_list_filters(caller: &Caller, detail: &mut Json, hidden: &str) {
+    let Some(kind) = detail["input"]["resource"]["type"]
+        .as_str()
+        .and_then(ResourceType::parse)
+    else {
+        return;
+    };
+    let Some(filters) = detail
+        .get_mut("list")
+        .and_then(|list| list.get_mut("filters"))
+    else {
+        return;
+    };
+    let Some(table) = Table::of(kind) else {
+        return;
+    };
+    let everywhere = caller
+        .policy
+        .row_filter(&caller.engine(), kind, Action::Read, false)
+        .conditions
+        .iter()
+        .filter(|c| c.is_unconstrained())
+        .fold(FieldSet::EMPTY, |acc, c| acc.union(c.fields));
+    let hides = |filter: &str| {
+        let (name, value) = filter.split_once('=')?;
+        let field = name
+            .rsplit_once('.')
+            .filter(|(_, op)| matches!(*op, "gt" | "gte" | "lt" | "lte"))
+            .map_or(name, |(field, _)| field);
+        let hide = table.column(field).is_some_and(|(_, column)| {
+            !everywhere.contains(column.class) && !value.starts_with("(withheld: ")
+        });
+        hide.then(|| format!("{name}=({hidden})"))
+    };
+    match filters {
+        Json::Array(list) => {
+            for filter in list.iter_mut() {
+                if let Some(masked) = filter.as_str().and_then(hides) {
+                    *filter = Json::from(masked);
+                }
+            }
+        }
+        Json::String(text) if text.split('&').any(|f| hides(f).is_some()) => {
+            *filters = Json::from(format!("({hidden})"));
+        }
+        _ => {}
+    }
+}
+
 fn readable_classes(caller: &Caller, resource: &Json) -> Vec<&'static str> {
     let Some(kind) = resource["type"].as_str().and_then(ResourceType::parse) else {
         return Vec::new();
