@@ -159,6 +159,19 @@ async fn onboarding_then_offboarding() {
             actions.iter().any(|a| a == "trigger") && actions.iter().any(|a| a == "approve"),
             "{actions:?}"
         );
+        // The run's own changes on the way: claimed, its API client
+        // remembered (each with its event), then completed.
+        let steps: Vec<&str> = trail.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["detail"]["step"].as_str())
+            .collect();
+        assert_eq!(
+            steps,
+            ["api_client_created", "claimed"],
+            "{backend:?}: newest first"
+        );
         let seen = app.get(&format!("/v1/workflows/{id}"), &pm).await;
         assert_eq!(
             seen.body["api_client_id"],

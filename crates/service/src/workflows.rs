@@ -252,6 +252,19 @@ impl Service {
             &self.time_text(-CLAIM_LEASE_SECS),
         )
         .await?;
+        if claimed {
+            // The claim is a change of the run: its event commits with it.
+            let event = self.workflow_event(
+                caller,
+                "approve",
+                &run.id,
+                Some(&run.partner_id),
+                &service_allow(),
+                None,
+                json!({"step": "claimed", "status": {"before": "awaiting_approval", "after": "approving"}}),
+            );
+            self.append_in(&mut tx, event).await?;
+        }
         tx.commit().await?;
         if !claimed {
             return Err(ServiceError::conflict(
@@ -273,6 +286,16 @@ impl Service {
                     &self.now_text(),
                 )
                 .await?;
+                let event = self.workflow_event(
+                    caller,
+                    "approve",
+                    &run.id,
+                    Some(&run.partner_id),
+                    &service_allow(),
+                    None,
+                    json!({"step": "released", "status": {"before": "approving", "after": "awaiting_approval"}}),
+                );
+                self.append_in(&mut tx, event).await?;
                 tx.commit().await?;
                 Err(error)
             }
@@ -313,6 +336,16 @@ impl Service {
                 run.api_client_id = Some(made.clone());
                 run.updated_at = self.now_text();
                 store::save(&mut tx, run).await?;
+                let event = self.workflow_event(
+                    caller,
+                    "approve",
+                    &run.id,
+                    Some(&run.partner_id),
+                    &service_allow(),
+                    None,
+                    json!({"step": "api_client_created", "api_client_id": made}),
+                );
+                self.append_in(&mut tx, event).await?;
                 tx.commit().await?;
                 made
             }
