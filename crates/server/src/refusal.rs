@@ -13,7 +13,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::{FromRequestParts, RawPathParams, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -50,23 +50,14 @@ pub async fn record_refusals(
     next: Next,
 ) -> Response {
     let slot = Arc::new(CallerSlot::default());
-    let (mut parts, body) = request.into_parts();
-    let params: Vec<(String, String)> = RawPathParams::from_request_parts(&mut parts, &state)
-        .await
-        .map(|p| {
-            p.iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let method = parts.method.clone();
-    let route = parts
-        .extensions
-        .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
-    parts.extensions.insert(Arc::clone(&slot));
-    let response = next.run(Request::from_parts(parts, body)).await;
+    // Cheap clones (shared bytes): the route's parameters are read from
+    // the path only for a refusal.
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let mut request = request;
+    request.extensions_mut().insert(Arc::clone(&slot));
+    let response = next.run(request).await;
     let status = response.status();
     if !status.is_client_error() || status == StatusCode::UNAUTHORIZED {
         return response;
@@ -81,7 +72,8 @@ pub async fn record_refusals(
         .extensions()
         .get::<Answered>()
         .map_or(("refused", "refused"), |a| (a.code, a.detail.as_str()));
-    let target = route_target(&method, &route, &params);
+    let route = route.as_ref().map_or("", MatchedPath::as_str);
+    let target = route_target(&method, route, &path_params(route, uri.path()));
     let refusal = Refusal {
         action: &target.action,
         resource_type: target.resource_type,
@@ -95,6 +87,19 @@ pub async fn record_refusals(
         Ok(()) => response,
         Err(error) => Problem::from(error).into_response(),
     }
+}
+
+/// The values of a route's `{name}` segments in `path` (as sent:
+/// percent-encoded text is never an id, so it is not decoded).
+fn path_params(route: &str, path: &str) -> Vec<(String, String)> {
+    route
+        .split('/')
+        .zip(path.split('/'))
+        .filter_map(|(template, value)| {
+            let name = template.strip_prefix('{')?.strip_suffix('}')?;
+            Some((name.to_owned(), value.to_owned()))
+        })
+        .collect()
 }
 
 /// What a route is about, for its refusals' events.
@@ -284,6 +289,21 @@ mod tests {
         for (got, want) in cases {
             assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn path_parameters_are_read_from_the_path() {
+        assert_eq!(
+            path_params(
+                "/v1/principals/{id}/credentials/{credential}/rotate",
+                "/v1/principals/u1/credentials/k%201/rotate"
+            ),
+            [
+                ("id".to_owned(), "u1".to_owned()),
+                ("credential".to_owned(), "k%201".to_owned())
+            ]
+        );
+        assert!(path_params("/v1/audit", "/v1/audit").is_empty());
     }
 
     #[test]
