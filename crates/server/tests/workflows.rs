@@ -67,6 +67,38 @@ async fn onboarding_then_offboarding() {
             .await;
         assert_eq!(own.status, StatusCode::FORBIDDEN);
         assert_eq!(own.body["code"], "self_approval");
+        // A reader of the partner who may not make principals is refused
+        // before the run is touched (no claim, nothing to give back).
+        let (reader_id, reader) = app.principal("ro", &["read_only"], None, json!({})).await;
+        let early = app
+            .post(&format!("/v1/workflows/{id}/approve"), &reader, &json!({}))
+            .await;
+        assert_eq!(
+            early.status,
+            StatusCode::FORBIDDEN,
+            "{backend:?} {:?}",
+            early.body
+        );
+        let untouched = app.get(&format!("/v1/workflows/{id}"), &pm).await;
+        assert_eq!(untouched.body["status"], "awaiting_approval", "{backend:?}");
+        let denied = app
+            .get(
+                &format!("/v1/audit?principal={reader_id}&decision=deny"),
+                &app.admin_token,
+            )
+            .await;
+        let denied: Vec<(&str, &str)> = denied.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["resource_type"].as_str().unwrap(),
+                    e["action"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(denied, [("principal", "create")], "{backend:?}");
         let approved = app
             .post(
                 &format!("/v1/workflows/{id}/approve"),

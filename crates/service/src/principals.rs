@@ -154,7 +154,7 @@ impl Service {
     /// Decides `action` on principals. A refusal is recorded in the audit
     /// trail here; so is an allowed read (`read`); an allowed change is
     /// recorded by the caller, in the change's transaction.
-    async fn decide_principal(
+    pub(crate) async fn decide_principal(
         &self,
         caller: &Caller,
         action: Action,

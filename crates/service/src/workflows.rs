@@ -243,6 +243,17 @@ impl Service {
             );
             return self.refuse(error, Some(event)).await;
         }
+        // Decided before the run is touched: an approver who may not make
+        // the partner's API client (principal:create) or its credential
+        // (principal:update) is refused without claiming it. The steps
+        // decide again as they go.
+        if run.api_client_id.is_none() {
+            self.decide_principal(caller, Action::Create, "*", false)
+                .await?;
+        }
+        let client = run.api_client_id.as_deref().unwrap_or("*");
+        self.decide_principal(caller, Action::Update, client, false)
+            .await?;
         // Claim the run: of two approvers at once, one goes on.
         let mut tx = self.db().begin().await?;
         let claimed = store::claim(
