@@ -706,7 +706,19 @@ async fn every_refusal_of_an_authenticated_request_is_recorded() {
             &'a str,
             &'a str,
         );
-        let cases: [Case<'_>; 8] = [
+        let cases: [Case<'_>; 9] = [
+            // An error text quoting free text from the request: the trail
+            // keeps the reason, the quoted text withheld.
+            (
+                "free-text",
+                Method::GET,
+                "/v1/audit?resource=jane.doe%40example.com".to_owned(),
+                &admin,
+                None,
+                400,
+                "invalid_value",
+                "audit",
+            ),
             (
                 "bad-json",
                 Method::PATCH,
@@ -836,7 +848,22 @@ async fn every_refusal_of_an_authenticated_request_is_recorded() {
             .find(|e| e["detail"]["request"]["id"] == "bad-id")
             .unwrap();
         assert_eq!(bad_id["resource_id"], Value::Null, "{backend:?}");
-        assert!(!bad_id.to_string().contains("no such id"), "{backend:?}");
+        let free_text = all
+            .iter()
+            .find(|e| e["detail"]["request"]["id"] == "free-text")
+            .unwrap();
+        assert_eq!(
+            free_text["detail"]["reason"], "no resource type `(withheld)`",
+            "{backend:?}"
+        );
+        assert!(
+            !serde_json::to_string(&all).unwrap().contains("jane.doe"),
+            "{backend:?}"
+        );
+        assert!(
+            !bad_id.to_string().contains("no such id") && !bad_id.to_string().contains("no%20such"),
+            "{backend:?}"
+        );
         assert!(verified(&app, Vec::new()).await.is_ok());
     }
 }
@@ -1475,13 +1502,15 @@ async fn an_unwritable_trail_refuses_requests() {
         assert_eq!(updated.status, StatusCode::SERVICE_UNAVAILABLE);
         // A refusal the service never sees is not answered unrecorded
         // either.
-        let unknown = app.get("/v1/partners?colour=red", &app.admin_token).await;
-        assert_eq!(
-            unknown.status,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{:?}",
-            unknown.body
-        );
+        let bad_json = reqwest::Client::new()
+            .patch(format!("{}/v1/partners/{pid}", app.base))
+            .bearer_auth(&app.admin_token)
+            .header("content-type", "application/json")
+            .body("{")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad_json.status(), StatusCode::SERVICE_UNAVAILABLE);
         let bad_id = app.get("/v1/partners/no%20id", &app.admin_token).await;
         assert_eq!(
             bad_id.status,

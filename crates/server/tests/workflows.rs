@@ -99,6 +99,17 @@ async fn onboarding_then_offboarding() {
             })
             .collect();
         assert_eq!(denied, [("principal", "create")], "{backend:?}");
+        let reader_steps = app
+            .get(
+                &format!("/v1/audit?principal={reader_id}&resource=workflow"),
+                &app.admin_token,
+            )
+            .await;
+        assert_eq!(
+            reader_steps.body["items"],
+            json!([]),
+            "{backend:?}: no claim, no hand-back"
+        );
         let approved = app
             .post(
                 &format!("/v1/workflows/{id}/approve"),

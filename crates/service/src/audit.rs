@@ -593,15 +593,13 @@ fn detail(caller: &Caller, draft: &Draft<'_>) -> (String, Vec<String>) {
     } else {
         decision.denial.is_some()
     };
+    let reason = withhold_free_text(draft.reason.as_deref().unwrap_or("denied"));
     let mut entries: SmallVec<[(&str, Piece<'_>); 12]> = SmallVec::new();
     entries.push(("request", Piece::Request(&caller.request)));
     if decision.allowed {
         entries.push(("matched", Piece::Strs(&matched)));
     } else {
-        entries.push((
-            "reason",
-            Piece::Str(draft.reason.as_deref().unwrap_or("denied")),
-        ));
+        entries.push(("reason", Piece::Str(&reason)));
         entries.push(("denial", Piece::OptStr(decision.denial.map(|d| d.code()))));
     }
     entries.push(("input", Piece::Input(&draft.input)));
@@ -615,6 +613,32 @@ fn detail(caller: &Caller, draft: &Draft<'_>) -> (String, Vec<String>) {
     }
     let text = detail_text(&Object(&last_of_each(entries)));
     (text, matched)
+}
+
+/// A refusal's reason as the trail keeps it: what an error text quotes
+/// from the request (between backticks: a parameter's or field's name, a
+/// value) stays only if it looks like a name or an id (1–64 letters,
+/// digits, `-_.:`); free text, which may be personal data, becomes
+/// `(withheld)`.
+fn withhold_free_text(reason: &str) -> std::borrow::Cow<'_, str> {
+    let quoted_free_text = |quoted: &str| !crate::auth::is_request_id(quoted.as_bytes());
+    let mut parts = reason.split('`');
+    // Odd pieces are quoted (an unmatched last backtick quotes the rest).
+    if !parts.clone().skip(1).step_by(2).any(quoted_free_text) {
+        return std::borrow::Cow::Borrowed(reason);
+    }
+    let mut out = String::with_capacity(reason.len());
+    for (i, part) in parts.by_ref().enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        if i % 2 == 1 && quoted_free_text(part) {
+            out.push_str("(withheld)");
+        } else {
+            out.push_str(part);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 impl Service {
@@ -1071,6 +1095,33 @@ mod tests {
             values,
             partner_region: Some("emea".into()),
             partner_tier: tier.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn quoted_free_text_is_withheld_from_reasons() {
+        for (given, kept) in [
+            (
+                "unknown query parameter `colour`",
+                "unknown query parameter `colour`",
+            ),
+            (
+                "no contract `nope` of this partner",
+                "no contract `nope` of this partner",
+            ),
+            (
+                "no resource type `jane.doe@example.com`",
+                "no resource type `(withheld)`",
+            ),
+            (
+                "unknown query parameter `Jane Doe`; see `limit`",
+                "unknown query parameter `(withheld)`; see `limit`",
+            ),
+            ("a trailing `free text", "a trailing `(withheld)"),
+            ("an empty ``", "an empty `(withheld)`"),
+            ("nothing quoted", "nothing quoted"),
+        ] {
+            assert_eq!(withhold_free_text(given), kept, "{given}");
         }
     }
 

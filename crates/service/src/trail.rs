@@ -388,7 +388,8 @@ fn hide_list_filters(caller: &Caller, detail: &mut Json, hidden: &str) {
             .filter(|(_, op)| matches!(*op, "gt" | "gte" | "lt" | "lte"))
             .map_or(name, |(field, _)| field);
         let hide = table.column(field).is_some_and(|(_, column)| {
-            !everywhere.contains(column.class) && !value.starts_with("(withheld: ")
+            !everywhere.contains(column.class)
+                && value != format!("(withheld: {})", column.class.name())
         });
         hide.then(|| format!("{name}=({hidden})"))
     };

@@ -244,11 +244,14 @@ impl Service {
             return self.refuse(error, Some(event)).await;
         }
         // Decided before the run is touched: an approver who may not make
-        // the partner's API client (principal:create) or its credential
-        // (principal:update) is refused without claiming it. The steps
+        // the partner's API client (principal:create, and :assign for its
+        // role) or its credential (principal:update) is refused without
+        // claiming it. The steps
         // decide again as they go.
         if run.api_client_id.is_none() {
             self.decide_principal(caller, Action::Create, "*", false)
+                .await?;
+            self.decide_principal(caller, Action::Assign, "*", false)
                 .await?;
         }
         let client = run.api_client_id.as_deref().unwrap_or("*");
@@ -272,7 +275,7 @@ impl Service {
                 Some(&run.partner_id),
                 &service_allow(),
                 None,
-                json!({"step": "claimed", "status": {"before": "awaiting_approval", "after": "approving"}}),
+                json!({"step": "claimed", "status": {"before": run.status, "after": "approving"}}),
             );
             self.append_in(&mut tx, event).await?;
         }
