@@ -1266,6 +1266,73 @@ mod tests {
         run_at(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
     }
 
+    /// Servers sharing one PostgreSQL database keep one chain: two pools
+    /// (two servers' connections), four appenders each, append batches at
+    /// once in transactions of their own, as the writers do; every append
+    /// succeeds, and the events read back form one unbroken chain holding
+    /// each event once. Without the advisory lock, appends reading the
+    /// same head collide on a seq (or fork the chain).
+    #[tokio::test]
+    async fn servers_sharing_postgres_keep_one_chain() {
+        let Some((url, schema)) = postgres_schema().await else {
+            return;
+        };
+        let options = DbOptions {
+            schema: Some(schema.clone()),
+            ..DbOptions::default()
+        };
+        let first = Db::connect(&url, &options).await.expect("open");
+        first.migrate().await.expect("migrate");
+        let second = Db::connect(&url, &options)
+            .await
+            .expect("open a second pool");
+        let (servers, appenders, batches, per_batch) = (2, 4, 10, 5);
+        let mut tasks = Vec::new();
+        for (server, db) in [first.clone(), second.clone()].into_iter().enumerate() {
+            for appender in 0..appenders {
+                let db = db.clone();
+                tasks.push(tokio::spawn(async move {
+                    for batch in 0..batches {
+                        let events = (0..per_batch)
+                            .map(|i| NewEvent {
+                                at: "2026-12-03T10:00:00Z".into(),
+                                kind: "decision".into(),
+                                principal_id: Some(format!("server{server}")),
+                                action: "read".into(),
+                                resource_type: "partner".into(),
+                                resource_id: Some(format!("s{server}-a{appender}-b{batch}-{i}")),
+                                partner_id: None,
+                                decision: "allow".into(),
+                                policy_version: "v".into(),
+                                detail: "{}".into(),
+                                matched: vec!["admin#0".into()],
+                            })
+                            .collect();
+                        let mut tx = db.begin().await.expect("begin");
+                        append(&mut tx, events).await.expect("append");
+                        tx.commit().await.expect("commit");
+                    }
+                }));
+            }
+        }
+        for task in tasks {
+            task.await.expect("an appender");
+        }
+        let total = servers * appenders * batches * per_batch;
+        let stored = events_after(&second, 0, 10 * total).await.expect("read");
+        let mut verifier = partnerdb_audit::ChainVerifier::new(Vec::new(), None);
+        for event in &stored {
+            verifier.push(event).expect("one unbroken chain");
+        }
+        assert_eq!(verifier.finish().expect("the chain"), total as i64);
+        let distinct: std::collections::BTreeSet<_> =
+            stored.iter().map(|s| s.event.resource_id.clone()).collect();
+        assert_eq!(distinct.len(), total, "each event once");
+        first.close().await;
+        second.close().await;
+        run_at(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
+    }
+
     /// Lists filed twice over different chunks (the watermark lost)
     /// overlap: a lookup gives each event once, even where a page's
     /// events are read in several queries, and in order; and a larger
