@@ -344,3 +344,74 @@ async fn a_stuck_approval_is_taken_over_after_its_lease() {
         );
     }
 }
+
+/// An approval refused by a step after the run was claimed gives the run
+/// back, to be approved again, and both changes of the run have their
+/// events: a policy without the `api_client` role refuses the partner's
+/// API client (an unknown role) once the run is claimed.
+#[tokio::test]
+async fn an_approval_refused_after_the_claim_gives_the_run_back() {
+    let starter = partnerdb_service::STARTER_POLICY;
+    let start = starter.find("[roles.api_client]").unwrap();
+    let end = start + starter[start + 1..].find("\n[roles.").unwrap() + 1;
+    let policy = format!("{}{}", &starter[..start], &starter[end..]);
+    for backend in BACKENDS {
+        let Some(app) = partnerdb_testkit::spawn_with_policy(backend, &policy).await else {
+            continue;
+        };
+        let (_, pm) = app
+            .principal("pm", &["partner_manager"], None, json!({"region": "emea"}))
+            .await;
+        let started = app
+            .post(
+                "/v1/workflows/onboarding",
+                &pm,
+                &json!({"partner": {"name": "Initech", "region": "emea"}}),
+            )
+            .await;
+        assert_eq!(started.status, StatusCode::CREATED, "{:?}", started.body);
+        let id = started.body["workflow"]["id"].as_str().unwrap().to_owned();
+        let refused = app
+            .post(
+                &format!("/v1/workflows/{id}/approve"),
+                &app.admin_token,
+                &json!({}),
+            )
+            .await;
+        assert!(
+            refused.status.is_client_error(),
+            "{backend:?} {:?}",
+            refused.body
+        );
+        assert_eq!(refused.body["code"], "unknown_role", "{backend:?}");
+        let run = app.get(&format!("/v1/workflows/{id}"), &pm).await;
+        assert_eq!(run.body["status"], "awaiting_approval", "{backend:?}");
+        let trail = app
+            .get(
+                &format!("/v1/audit?resource=workflow&resource_id={id}"),
+                &app.admin_token,
+            )
+            .await;
+        let steps: Vec<(&str, &str, &str)> = trail.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["detail"]["step"].is_string())
+            .map(|e| {
+                (
+                    e["detail"]["step"].as_str().unwrap(),
+                    e["detail"]["status"]["before"].as_str().unwrap(),
+                    e["detail"]["status"]["after"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("released", "approving", "awaiting_approval"),
+                ("claimed", "awaiting_approval", "approving"),
+            ],
+            "{backend:?}: newest first"
+        );
+    }
+}
