@@ -14,8 +14,8 @@
 
 use partnerdb_policy::{Action, Decision, NoAttributes, Request, Resource, ResourceType};
 use partnerdb_store::principals as store_principals;
-use partnerdb_store::records;
 use partnerdb_store::workflows::{self as store, WorkflowRow};
+use partnerdb_store::{Tx, records};
 use serde_json::{Map, Value as Json, json};
 
 use crate::Service;
@@ -76,6 +76,28 @@ impl Service {
             Some(event),
         )
         .await
+    }
+
+    /// Appends the event of a change an approval makes to its run (a
+    /// step: `step`'s keys join the detail) in the change's transaction.
+    async fn append_approval_step(
+        &self,
+        tx: &mut Tx,
+        caller: &Caller,
+        run: &WorkflowRow,
+        step: Json,
+    ) -> Result<(), ServiceError> {
+        let allowed = service_allow();
+        let event = self.workflow_event(
+            caller,
+            "approve",
+            &run.id,
+            Some(&run.partner_id),
+            &allowed,
+            None,
+            step,
+        );
+        self.append_in(tx, event).await
     }
 
     #[allow(clippy::too_many_arguments, reason = "one event, spelled out")]
@@ -246,8 +268,7 @@ impl Service {
         // Decided before the run is touched: an approver who may not make
         // the partner's API client (principal:create, and :assign for its
         // role) or its credential (principal:update) is refused without
-        // claiming it. The steps
-        // decide again as they go.
+        // claiming it. The steps decide again as they go.
         if run.api_client_id.is_none() {
             self.decide_principal(caller, Action::Create, "*", false)
                 .await?;
@@ -268,16 +289,10 @@ impl Service {
         .await?;
         if claimed {
             // The claim is a change of the run: its event commits with it.
-            let event = self.workflow_event(
-                caller,
-                "approve",
-                &run.id,
-                Some(&run.partner_id),
-                &service_allow(),
-                None,
-                json!({"step": "claimed", "status": {"before": run.status, "after": "approving"}}),
-            );
-            self.append_in(&mut tx, event).await?;
+            let step =
+                json!({"step": "claimed", "status": {"before": run.status, "after": "approving"}});
+            self.append_approval_step(&mut tx, caller, &run, step)
+                .await?;
         }
         tx.commit().await?;
         if !claimed {
@@ -300,16 +315,9 @@ impl Service {
                     &self.now_text(),
                 )
                 .await?;
-                let event = self.workflow_event(
-                    caller,
-                    "approve",
-                    &run.id,
-                    Some(&run.partner_id),
-                    &service_allow(),
-                    None,
-                    json!({"step": "released", "status": {"before": "approving", "after": "awaiting_approval"}}),
-                );
-                self.append_in(&mut tx, event).await?;
+                let step = json!({"step": "released", "status": {"before": "approving", "after": "awaiting_approval"}});
+                self.append_approval_step(&mut tx, caller, &run, step)
+                    .await?;
                 tx.commit().await?;
                 Err(error)
             }
@@ -350,16 +358,9 @@ impl Service {
                 run.api_client_id = Some(made.clone());
                 run.updated_at = self.now_text();
                 store::save(&mut tx, run).await?;
-                let event = self.workflow_event(
-                    caller,
-                    "approve",
-                    &run.id,
-                    Some(&run.partner_id),
-                    &service_allow(),
-                    None,
-                    json!({"step": "api_client_created", "api_client_id": made}),
-                );
-                self.append_in(&mut tx, event).await?;
+                let step = json!({"step": "api_client_created", "api_client_id": made});
+                self.append_approval_step(&mut tx, caller, run, step)
+                    .await?;
                 tx.commit().await?;
                 made
             }
