@@ -73,7 +73,7 @@ pub async fn record_refusals(
         .get::<Answered>()
         .map_or(("refused", "refused"), |a| (a.code, a.detail.as_str()));
     let route = route.as_ref().map_or("", MatchedPath::as_str);
-    let target = route_target(&method, route, &path_params(route, uri.path()));
+    let target = route_target(&method, route, uri.path());
     let refusal = Refusal {
         action: &target.action,
         resource_type: target.resource_type,
@@ -90,19 +90,6 @@ pub async fn record_refusals(
         Ok(()) => response,
         Err(error) => Problem::from(error).into_response(),
     }
-}
-
-/// The values of a route's `{name}` segments in `path` (as sent:
-/// percent-encoded text is never an id, so it is not decoded).
-fn path_params(route: &str, path: &str) -> Vec<(String, String)> {
-    route
-        .split('/')
-        .zip(path.split('/'))
-        .filter_map(|(template, value)| {
-            let name = template.strip_prefix('{')?.strip_suffix('}')?;
-            Some((name.to_owned(), value.to_owned()))
-        })
-        .collect()
 }
 
 /// What a route is about, for its refusals' events.
@@ -134,21 +121,15 @@ fn collection(segment: &str) -> Option<&'static str> {
 }
 
 /// The route's resource: that of its last collection, with the id that
-/// follows it (if it looks like an id: no free text in the trail); the
+/// follows it in `path` (as sent, if it looks like an id: no free text in
+/// the trail; percent-encoded text never does, so it is not decoded); the
 /// action from the method, or the verb that ends the route.
-fn route_target(method: &Method, route: &str, params: &[(String, String)]) -> Target {
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| partnerdb_service::auth::is_request_id(v.as_bytes()))
-            .map(str::to_owned)
-    };
-    let segments: Vec<&str> = route
+fn route_target(method: &Method, route: &str, path: &str) -> Target {
+    let segments: Vec<(&str, &str)> = route
         .trim_start_matches("/v1/")
         .split('/')
-        .filter(|s| !s.is_empty())
+        .zip(path.trim_start_matches("/v1/").split('/'))
+        .filter(|(segment, _)| !segment.is_empty())
         .collect();
     let mut target = Target {
         action: String::new(),
@@ -156,18 +137,20 @@ fn route_target(method: &Method, route: &str, params: &[(String, String)]) -> Ta
         resource_id: None,
     };
     let mut verb = None;
-    for (i, segment) in segments.iter().enumerate() {
+    for (i, &(segment, value)) in segments.iter().enumerate() {
         if let Some(kind) = collection(segment) {
             target.resource_type = kind;
             target.resource_id = None;
             verb = None;
-            if *segment == "usage" {
+            if segment == "usage" {
                 target.resource_id = Some("usage".to_owned());
             }
-        } else if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            target.resource_id = param(name);
+        } else if segment.starts_with('{') {
+            target.resource_id = Some(value)
+                .filter(|v| partnerdb_service::auth::is_request_id(v.as_bytes()))
+                .map(str::to_owned);
         } else if i + 1 == segments.len() {
-            verb = Some(*segment);
+            verb = Some(segment);
         }
     }
     target.action = match (method.as_str(), verb) {
@@ -191,12 +174,12 @@ fn route_target(method: &Method, route: &str, params: &[(String, String)]) -> Ta
 mod tests {
     use super::*;
 
+    /// The target of `route` requested with `params` in its path.
     fn target(method: Method, route: &str, params: &[(&str, &str)]) -> Target {
-        let params: Vec<(String, String)> = params
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        route_target(&method, route, &params)
+        let path = params.iter().fold(route.to_owned(), |path, (name, value)| {
+            path.replace(&format!("{{{name}}}"), value)
+        });
+        route_target(&method, route, &path)
     }
 
     fn expect(action: &str, kind: &'static str, id: Option<&str>) -> Target {
@@ -286,25 +269,31 @@ mod tests {
     }
 
     #[test]
-    fn path_parameters_are_read_from_the_path() {
+    fn path_parameters_are_read_from_the_path_as_sent() {
         assert_eq!(
-            path_params(
+            target(
+                Method::POST,
                 "/v1/principals/{id}/credentials/{credential}/rotate",
-                "/v1/principals/u1/credentials/k%201/rotate"
+                &[("id", "u1"), ("credential", "k1")]
             ),
-            [
-                ("id".to_owned(), "u1".to_owned()),
-                ("credential".to_owned(), "k%201".to_owned())
-            ]
+            expect("rotate", "credential", Some("k1"))
         );
-        assert!(path_params("/v1/audit", "/v1/audit").is_empty());
+        // Percent-encoded text is not decoded into an id.
+        assert_eq!(
+            target(
+                Method::GET,
+                "/v1/contacts/{id}",
+                &[("id", "no%20such%20id")]
+            ),
+            expect("read", "contact", None)
+        );
     }
 
     #[test]
     fn every_documented_route_has_a_resource_type() {
         for op in crate::api::operations() {
             let method = Method::from_bytes(op.method.as_bytes()).unwrap();
-            let got = route_target(&method, &op.path, &[]);
+            let got = route_target(&method, &op.path, &op.path);
             assert_ne!(got.resource_type, "route", "{} {}", op.method, op.path);
             assert!(!got.action.is_empty(), "{} {}", op.method, op.path);
         }
