@@ -75,6 +75,21 @@ fn serve_refuses_an_uninitialised_directory() {
 }
 
 #[test]
+fn serve_names_the_durabilities_it_takes() {
+    let out = partnerdb()
+        .args(["serve", "--demo", "--read-event-durability", "sometimes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--read-event-durability")
+            && stderr.contains("[possible values: disk, commit]"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn the_demo_refuses_remote_addresses_unless_told() {
     let out = partnerdb()
         .args(["serve", "--demo", "--listen", "0.0.0.0:0"])

@@ -12,8 +12,8 @@
 )]
 
 use partnerdb_audit::Break;
-use partnerdb_service::audit::{VerifyError, verify};
-use partnerdb_testkit::{BACKENDS, Backend, TestApp, spawn};
+use partnerdb_service::audit::{ReadDurability, VerifyError, verify};
+use partnerdb_testkit::{BACKENDS, Backend, TestApp, spawn, spawn_configured};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -1432,10 +1432,85 @@ async fn the_checkpointer_signs_the_head() {
     }
 }
 
+/// Starts a server whose reads and denials are answered once their event
+/// is committed, or on disk.
+async fn spawn_answering_at(backend: Backend, durability: ReadDurability) -> Option<TestApp> {
+    spawn_configured(backend, partnerdb_service::STARTER_POLICY, |config| {
+        config.read_durability = durability;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn reads_answered_at_the_commit_have_their_events() {
+    for backend in BACKENDS {
+        let Some(app) = spawn_answering_at(backend, ReadDurability::Commit).await else {
+            continue;
+        };
+        let partner = app
+            .record("partners", json!({"name": "A", "region": "emea"}))
+            .await;
+        let pid = partner["id"].as_str().unwrap();
+        // Concurrent reads, so that they share group commits, while the
+        // trail is held by a transaction of the test: none is answered
+        // until it lets go and their events are committed.
+        let mut hold = app.service.db().begin().await.unwrap();
+        if backend == Backend::Postgres {
+            let mut lock = hold.sql();
+            lock.push("LOCK TABLE audit_events IN EXCLUSIVE MODE");
+            hold.execute(&lock).await.unwrap();
+        }
+        let missing = "01900000-0000-7000-8000-000000000000".to_owned();
+        let mut reads = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let id = if i % 4 == 0 { &missing } else { pid };
+            let (client, token) = (reqwest::Client::new(), app.admin_token.clone());
+            let url = format!("{}/v1/partners/{id}", app.base);
+            reads.spawn(async move { client.get(url).bearer_auth(token).send().await });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            reads.try_join_next().is_none(),
+            "{backend:?}: a read answered before its event was committed"
+        );
+        drop(hold);
+        let mut statuses = Vec::new();
+        while let Some(read) = reads.join_next().await {
+            statuses.push(read.unwrap().unwrap().status());
+        }
+        let found = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+        let not_found = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::NOT_FOUND)
+            .count();
+        assert_eq!((found, not_found), (30, 10), "{backend:?}");
+        for (id, answered) in [(pid, 30), (missing.as_str(), 10)] {
+            let mut count = app.service.db().sql();
+            count
+                .push("SELECT COUNT(*) FROM audit_events WHERE action = 'read' AND resource_id = ")
+                .bind(id);
+            let rows = app.service.db().fetch_all(&count).await.unwrap();
+            assert_eq!(
+                rows[0].int(0),
+                answered,
+                "{backend:?}: an answer given without its event"
+            );
+        }
+        assert_eq!(
+            verified(&app, Vec::new()).await.map(|_| ()),
+            Ok(()),
+            "{backend:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_unwritable_trail_refuses_requests() {
-    for backend in BACKENDS {
-        let Some(app) = spawn(backend).await else {
+    for (backend, durability) in BACKENDS
+        .into_iter()
+        .flat_map(|b| [(b, ReadDurability::Disk), (b, ReadDurability::Commit)])
+    {
+        let Some(app) = spawn_answering_at(backend, durability).await else {
             continue;
         };
         let partner = app

@@ -47,6 +47,8 @@ pub struct AuditConfig {
     pub max_batch: usize,
     /// How often the indexer files the lookup keys of new events.
     pub index_interval: Duration,
+    /// What the answer to a read or a denial waits for.
+    pub read_durability: ReadDurability,
     /// Benchmark builds only (feature `bench-bare`): read and deny events
     /// are not written, so that the load benchmark can measure what the
     /// trail costs in the same build. Never in a build that serves data.
@@ -62,10 +64,31 @@ impl Default for AuditConfig {
             checkpoint_interval: Duration::from_secs(10),
             max_batch: 4096,
             index_interval: Duration::from_millis(250),
+            read_durability: ReadDurability::Disk,
             #[cfg(feature = "bench-bare")]
             bench_unaudited: false,
         }
     }
+}
+
+/// What the answer to a read or a denial waits for, its event being
+/// written by the batched writer. Changes are not concerned: a change and
+/// its event are on disk before the change is answered, always.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReadDurability {
+    /// The event's commit is on disk (synced): no answer without its
+    /// record, whatever happens to the server, the operating system or
+    /// the power.
+    #[default]
+    Disk,
+    /// The event's commit is made (SQLite: in the WAL, through the
+    /// operating system's cache; it reaches the disk with the next sync,
+    /// a fraction of a millisecond later). A crash of the server loses
+    /// nothing; a crash of the operating system or a power cut can lose
+    /// the events of the last moments, whose answers were sent. A failed
+    /// sync still stops every answer from then on (fail closed). On
+    /// PostgreSQL the same as `Disk`: its commit returns once flushed.
+    Commit,
 }
 
 type Ack = oneshot::Sender<Result<(), String>>;
@@ -79,8 +102,9 @@ pub struct AuditWriter {
 }
 
 impl AuditWriter {
-    /// Starts the writer task on `db`.
-    pub fn start(db: Db, max_batch: usize) -> AuditWriter {
+    /// Starts the writer task on `db`; answers wait for what `durability`
+    /// says.
+    pub fn start(db: Db, max_batch: usize, durability: ReadDurability) -> AuditWriter {
         let (queue, mut incoming) = mpsc::channel::<(NewEvent, Ack)>(max_batch.max(16) * 4);
         tokio::spawn(async move {
             while let Some(first) = incoming.recv().await {
@@ -111,6 +135,11 @@ impl AuditWriter {
                 // meanwhile (SQLite), and one sync covers both.
                 let count = events.len();
                 match commit_batch(&db, events).await {
+                    // Answered at the commit, unless a sync has failed
+                    // (nothing committed since is known to reach the disk).
+                    Ok(durable) if durability == ReadDurability::Commit => {
+                        answer(acks, count, durable.check().map_err(|e| e.to_string()));
+                    }
                     Ok(durable) => {
                         tokio::spawn(async move {
                             let result = durable.wait().await.map_err(|e| e.to_string());

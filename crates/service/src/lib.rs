@@ -225,7 +225,8 @@ impl Service {
         }
         tokio::spawn(audit::indexer(db.clone(), config.index_interval));
         #[allow(unused_mut)]
-        let mut writer = audit::AuditWriter::start(db.clone(), config.max_batch);
+        let mut writer =
+            audit::AuditWriter::start(db.clone(), config.max_batch, config.read_durability);
         #[cfg(feature = "bench-bare")]
         {
             writer.bench_unaudited = config.bench_unaudited;

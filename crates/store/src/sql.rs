@@ -644,6 +644,17 @@ impl Durable {
             None => Ok(()),
         }
     }
+
+    /// Whether the commit is known not to reach the disk, without
+    /// waiting: a sync of the database has failed (which is final), so
+    /// nothing committed from then on is known to be on disk. `Ok` says
+    /// only that no sync has failed yet, not that this commit is on disk.
+    pub fn check(&self) -> Result<(), StoreError> {
+        match &self.0 {
+            Some(durable) => durable.check(),
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -464,6 +464,14 @@ pub(crate) struct Durable {
 }
 
 impl Durable {
+    /// Fails if a sync has failed (final), without waiting.
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
+        match &*self.synced.borrow() {
+            Synced::Failed(why) => Err(StoreError::Sync(why.clone())),
+            Synced::Through(_) => Ok(()),
+        }
+    }
+
     /// Waits until the commit is on disk.
     pub(crate) async fn wait(mut self) -> Result<(), StoreError> {
         loop {
@@ -624,5 +632,11 @@ mod tests {
         tx.execute(&statement("INSERT INTO t VALUES (2)"))
             .expect("insert");
         assert!(matches!(tx.commit().await, Err(StoreError::Sync(_))));
+        // A commit made after the failure is refused without waiting.
+        let later = write(&db, "INSERT INTO t VALUES (3)").await;
+        assert!(
+            matches!(later.check(), Err(StoreError::Sync(why)) if why.contains("injected")),
+            "a commit after a failed sync must not pass the check"
+        );
     }
 }

@@ -250,6 +250,15 @@ pub async fn spawn(backend: Backend) -> Option<TestApp> {
 
 /// [`spawn`] with another policy.
 pub async fn spawn_with_policy(backend: Backend, policy: &str) -> Option<TestApp> {
+    spawn_configured(backend, policy, |_| {}).await
+}
+
+/// [`spawn_with_policy`] with the audit settings changed by `configure`.
+pub async fn spawn_configured(
+    backend: Backend,
+    policy: &str,
+    configure: impl FnOnce(&mut partnerdb_service::audit::AuditConfig),
+) -> Option<TestApp> {
     let test_db = database(backend).await?;
     let clock = Arc::new(ManualClock::new(jiff::Timestamp::now()));
     let credential = partnerdb_service::bootstrap(&test_db.db, policy, "test admin", &*clock)
@@ -262,12 +271,13 @@ pub async fn spawn_with_policy(backend: Backend, policy: &str) -> Option<TestApp
             .first_chunk::<32>()
             .unwrap(),
     ));
-    let config = partnerdb_service::audit::AuditConfig {
+    let mut config = partnerdb_service::audit::AuditConfig {
         key: Some(key.clone()),
         checkpoint_every: 50,
         checkpoint_interval: std::time::Duration::from_millis(500),
         ..partnerdb_service::audit::AuditConfig::default()
     };
+    configure(&mut config);
     let service = Arc::new(
         Service::open(test_db.db.clone(), clock.clone() as Arc<dyn Clock>, config)
             .await

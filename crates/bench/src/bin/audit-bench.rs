@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use partnerdb_audit::{ChainVerifier, Checkpoint, CheckpointKey, Event, GENESIS};
-use partnerdb_service::audit::{AuditWriter, verify};
+use partnerdb_service::audit::{AuditWriter, ReadDurability, verify};
 use partnerdb_store::audit::{self as store, NewEvent};
 use partnerdb_store::{Db, DbOptions};
 
@@ -128,7 +128,7 @@ async fn append(args: &Args) -> anyhow::Result<()> {
     } else {
         args.events
     };
-    let writer = AuditWriter::start(db.clone(), 4096);
+    let writer = AuditWriter::start(db.clone(), 4096, ReadDurability::Disk);
     // The server's indexer runs beside the appends, as in `serve`: its
     // work is part of what an appended event costs.
     let indexer = tokio::spawn(partnerdb_service::audit::indexer(

@@ -42,9 +42,24 @@ pub struct Args {
     /// …or this many seconds after the last one
     #[arg(long, default_value_t = 10)]
     checkpoint_seconds: u64,
+    /// What the answer to a read or a denial waits for: its audit event
+    /// on disk (synced), or only committed (SQLite: a crash of the
+    /// operating system or a power cut can lose the last moments' read
+    /// and deny events, whose answers were sent; a crash of the server
+    /// loses nothing). Changes are always on disk before they are answered
+    #[arg(long, value_enum, default_value = "disk", value_name = "WHEN")]
+    read_event_durability: ReadEventDurability,
     /// Log format
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ReadEventDurability {
+    /// The event is synced to disk before the answer is sent
+    Disk,
+    /// The event is committed before the answer is sent; synced behind it
+    Commit,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -174,6 +189,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         key: Some(Arc::new(key)),
         checkpoint_every: args.checkpoint_every.max(1),
         checkpoint_interval: std::time::Duration::from_secs(args.checkpoint_seconds.max(1)),
+        read_durability: match args.read_event_durability {
+            ReadEventDurability::Disk => partnerdb_service::audit::ReadDurability::Disk,
+            ReadEventDurability::Commit => partnerdb_service::audit::ReadDurability::Commit,
+        },
         // The load benchmark's "without the trail" figures, in the same
         // build: only a benchmark build reads this variable.
         #[cfg(feature = "bench-bare")]
@@ -184,6 +203,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     if config.bench_unaudited {
         tracing::warn!(
             "PARTNERDB_BENCH_UNAUDITED=1: read and deny events are NOT written; benchmarks only"
+        );
+    }
+    if config.read_durability == partnerdb_service::audit::ReadDurability::Commit {
+        tracing::info!(
+            "--read-event-durability commit: read and deny events are answered once committed, before they are synced to disk"
         );
     }
     let service = match Service::open(db, clock, config).await {
