@@ -18,7 +18,7 @@ fn partnerdb() -> Command {
     Command::new(env!("CARGO_BIN_EXE_partnerdb"))
 }
 
-fn start(data: &std::path::Path, port: u16) -> Child {
+fn start(data: &std::path::Path, port: u16, more: &[&str]) -> Child {
     partnerdb()
         .args([
             "serve",
@@ -27,6 +27,7 @@ fn start(data: &std::path::Path, port: u16) -> Child {
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
+        .args(more)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -49,8 +50,18 @@ async fn wait_ready(client: &reqwest::Client, base: &str) {
     panic!("the server did not start");
 }
 
-#[test]
-fn acknowledged_writes_survive_sigkill_with_their_events() {
+/// A data directory made by `init`, its admin token, a free port, and a
+/// client.
+struct Setup {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    token: String,
+    port: u16,
+    base: String,
+    client: reqwest::Client,
+}
+
+fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let init = partnerdb()
@@ -69,15 +80,95 @@ fn acknowledged_writes_survive_sigkill_with_their_events() {
         .local_addr()
         .unwrap()
         .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    Setup {
+        _dir: dir,
+        data,
+        token,
+        port,
+        base: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap(),
+    }
+}
 
-    let mut server = start(&data, port);
-    runtime.block_on(wait_ready(&client, &base));
+/// The JSON answer to a request.
+async fn json(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// Every item of a listing, page after page (`path` has a query).
+async fn all_items(setup: &Setup, path: &str) -> Vec<serde_json::Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}{path}&limit=500", setup.base);
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page = json(setup.client.get(&url).bearer_auth(&setup.token)).await;
+        items.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return items,
+        }
+    }
+}
+
+/// SIGKILLs the server once `done` holds `count` answers, then lets the
+/// clients' tasks see their requests fail.
+async fn kill_once(
+    server: &mut Child,
+    done: &Mutex<BTreeSet<String>>,
+    count: usize,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+) {
+    while done.lock().unwrap().len() < count {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    for client in clients {
+        let _ = client.await;
+    }
+}
+
+/// `audit verify` passes on the data directory.
+fn assert_verifies(data: &std::path::Path) {
+    let verify = partnerdb()
+        .args([
+            "audit",
+            "verify",
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill_with_their_events() {
+    let setup = setup();
+    let Setup {
+        data,
+        token,
+        port,
+        base,
+        client,
+        ..
+    } = &setup;
+    let (data, port) = (data.as_path(), *port);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    let mut server = start(data, port, &[]);
+    runtime.block_on(wait_ready(client, base));
     let acknowledged = Arc::new(Mutex::new(BTreeSet::<String>::new()));
     runtime.block_on(async {
         let mut writers = Vec::new();
@@ -114,96 +205,31 @@ fn acknowledged_writes_survive_sigkill_with_their_events() {
             }));
         }
         // Let the writes flow, then kill the server mid-stream.
-        while acknowledged.lock().unwrap().len() < 150 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        server.kill().unwrap();
-        server.wait().unwrap();
-        for writer in writers {
-            let _ = writer.await;
-        }
+        kill_once(&mut server, &acknowledged, 150, writers).await;
     });
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(acknowledged.len() >= 150);
 
     // The chain verifies after the crash.
-    let verify = partnerdb()
-        .args([
-            "audit",
-            "verify",
-            "--data",
-            data.to_str().unwrap(),
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    assert_verifies(data);
 
-    let mut server = start(&data, port);
+    let mut server = start(data, port, &[]);
     let (records, created_events) = runtime.block_on(async {
-        wait_ready(&client, &base).await;
-        let mut records = BTreeSet::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut url = format!("{base}/v1/partners?limit=500");
-            if let Some(c) = &cursor {
-                url.push_str(&format!("&cursor={c}"));
-            }
-            let page: serde_json::Value = client
-                .get(&url)
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            records.extend(
-                page["items"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|p| p["id"].as_str().unwrap().to_owned()),
-            );
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
-                None => break,
-            }
-        }
-        let mut events = BTreeSet::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut url =
-                format!("{base}/v1/audit?resource=partner&action=create&decision=allow&limit=500");
-            if let Some(c) = &cursor {
-                url.push_str(&format!("&cursor={c}"));
-            }
-            let page: serde_json::Value = client
-                .get(&url)
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            events.extend(
-                page["items"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|e| e["kind"] == "change")
-                    .map(|e| e["resource_id"].as_str().unwrap().to_owned()),
-            );
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
-                None => break,
-            }
-        }
+        wait_ready(client, base).await;
+        let records: BTreeSet<String> = all_items(&setup, "/v1/partners?")
+            .await
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect();
+        let events: BTreeSet<String> = all_items(
+            &setup,
+            "/v1/audit?resource=partner&action=create&decision=allow",
+        )
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "change")
+        .map(|e| e["resource_id"].as_str().unwrap().to_owned())
+        .collect();
         (records, events)
     });
     server.kill().unwrap();
@@ -219,5 +245,93 @@ fn acknowledged_writes_survive_sigkill_with_their_events() {
     assert_eq!(
         created_events, records,
         "every event has its write and every write its event"
+    );
+}
+
+/// Reads answered once their event is committed, not yet synced
+/// (`--read-event-durability commit`): a crash of the server loses none
+/// of their events (what is committed is in the operating system's
+/// hands), and the chain verifies.
+#[test]
+fn reads_answered_at_the_commit_keep_their_events_through_sigkill() {
+    let setup = setup();
+    let (data, port, base, client, token) = (
+        setup.data.as_path(),
+        setup.port,
+        &setup.base,
+        &setup.client,
+        &setup.token,
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut server = start(data, port, &["--read-event-durability", "commit"]);
+    let partner = runtime.block_on(async {
+        wait_ready(client, base).await;
+        let created = json(
+            client
+                .post(format!("{base}/v1/partners"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({"name": "read me", "region": "emea"})),
+        )
+        .await;
+        created["id"].as_str().unwrap().to_owned()
+    });
+    // Each read carries its own request id; the answered ones are kept.
+    let answered = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    runtime.block_on(async {
+        let mut readers = Vec::new();
+        for r in 0..8 {
+            let (client, url, token, answered) = (
+                client.clone(),
+                format!("{base}/v1/partners/{partner}"),
+                token.clone(),
+                answered.clone(),
+            );
+            readers.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let id = format!("read-{r}-{i}");
+                    let Ok(response) = client
+                        .get(&url)
+                        .bearer_auth(&token)
+                        .header("x-request-id", &id)
+                        .send()
+                        .await
+                    else {
+                        return;
+                    };
+                    if response.status() != reqwest::StatusCode::OK
+                        || response.bytes().await.is_err()
+                    {
+                        return;
+                    }
+                    answered.lock().unwrap().insert(id);
+                }
+            }));
+        }
+        kill_once(&mut server, &answered, 1000, readers).await;
+    });
+    let answered = answered.lock().unwrap().clone();
+    assert_verifies(data);
+
+    let mut server = start(data, port, &[]);
+    let recorded: BTreeSet<String> = runtime.block_on(async {
+        wait_ready(client, base).await;
+        all_items(
+            &setup,
+            &format!("/v1/audit?resource=partner&resource_id={partner}&action=read"),
+        )
+        .await
+        .iter()
+        .filter_map(|e| e["detail"]["request"]["id"].as_str().map(str::to_owned))
+        .collect()
+    });
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let lost: Vec<&String> = answered.difference(&recorded).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} answered reads have no event, e.g. {:?}",
+        lost.len(),
+        answered.len(),
+        lost.first()
     );
 }
