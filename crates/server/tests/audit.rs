@@ -1473,7 +1473,7 @@ async fn reads_answered_at_the_commit_have_their_events() {
             reads.try_join_next().is_none(),
             "{backend:?}: a read answered before its event was committed"
         );
-        drop(hold);
+        hold.commit().await.unwrap();
         let mut statuses = Vec::new();
         while let Some(read) = reads.join_next().await {
             statuses.push(read.unwrap().unwrap().status());
