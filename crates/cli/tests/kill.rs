@@ -1,6 +1,8 @@
 //! SIGKILL in the middle of a stream of writes: after a restart, every
 //! acknowledged write has its record and its audit event, no event lacks
-//! its write, and the chain verifies.
+//! its write, and the chain verifies; and in the middle of a stream of
+//! reads answered at their event's commit: every answered read has its
+//! event.
 
 #![allow(
     clippy::unwrap_used,
@@ -9,88 +11,45 @@
     reason = "tests"
 )]
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-fn partnerdb() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_partnerdb"))
-}
+use common::{Server, init, partnerdb};
 
-fn start(data: &std::path::Path, port: u16, more: &[&str]) -> Child {
-    partnerdb()
-        .args([
-            "serve",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(more)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the server did not start");
-}
-
-/// A data directory made by `init`, its admin token, a free port, and a
-/// client.
+/// A data directory made by `init`, its admin token, and a client.
 struct Setup {
     _dir: tempfile::TempDir,
-    data: std::path::PathBuf,
+    data: PathBuf,
     token: String,
-    port: u16,
-    base: String,
     client: reqwest::Client,
 }
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let init = partnerdb()
-        .args(["init", "--data", data.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(init.status.success());
-    let stdout = String::from_utf8(init.stdout).unwrap();
-    let token = stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("pdb_"))
-        .unwrap()
-        .to_owned();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let token = init(&["--data", data.to_str().unwrap()]);
     Setup {
         _dir: dir,
         data,
         token,
-        port,
-        base: format!("http://127.0.0.1:{port}"),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap(),
     }
+}
+
+/// `partnerdb serve --data DIR MORE…`, ready.
+async fn serve(setup: &Setup, more: &[&str]) -> Server {
+    let mut args = vec!["--data", setup.data.to_str().unwrap()];
+    args.extend_from_slice(more);
+    let server = Server::start(&args);
+    server.ready(&setup.client).await;
+    server
 }
 
 /// The JSON answer to a request.
@@ -99,11 +58,11 @@ async fn json(request: reqwest::RequestBuilder) -> serde_json::Value {
 }
 
 /// Every item of a listing, page after page (`path` has a query).
-async fn all_items(setup: &Setup, path: &str) -> Vec<serde_json::Value> {
+async fn all_items(setup: &Setup, base: &str, path: &str) -> Vec<serde_json::Value> {
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut url = format!("{}{path}&limit=500", setup.base);
+        let mut url = format!("{base}{path}&limit=500");
         if let Some(c) = &cursor {
             url.push_str(&format!("&cursor={c}"));
         }
@@ -119,7 +78,7 @@ async fn all_items(setup: &Setup, path: &str) -> Vec<serde_json::Value> {
 /// SIGKILLs the server once `done` holds `count` answers, then lets the
 /// clients' tasks see their requests fail.
 async fn kill_once(
-    server: &mut Child,
+    server: Server,
     done: &Mutex<BTreeSet<String>>,
     count: usize,
     clients: Vec<tokio::task::JoinHandle<()>>,
@@ -127,15 +86,14 @@ async fn kill_once(
     while done.lock().unwrap().len() < count {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.stop();
     for client in clients {
         let _ = client.await;
     }
 }
 
 /// `audit verify` passes on the data directory.
-fn assert_verifies(data: &std::path::Path) {
+fn assert_verifies(data: &Path) {
     let verify = partnerdb()
         .args([
             "audit",
@@ -156,19 +114,11 @@ fn assert_verifies(data: &std::path::Path) {
 #[test]
 fn acknowledged_writes_survive_sigkill_with_their_events() {
     let setup = setup();
-    let Setup {
-        data,
-        token,
-        port,
-        base,
-        client,
-        ..
-    } = &setup;
-    let (data, port) = (data.as_path(), *port);
+    let (client, token) = (&setup.client, &setup.token);
     let runtime = tokio::runtime::Runtime::new().unwrap();
 
-    let mut server = start(data, port, &[]);
-    runtime.block_on(wait_ready(client, base));
+    let server = runtime.block_on(serve(&setup, &[]));
+    let base = server.base.clone();
     let acknowledged = Arc::new(Mutex::new(BTreeSet::<String>::new()));
     runtime.block_on(async {
         let mut writers = Vec::new();
@@ -205,24 +155,24 @@ fn acknowledged_writes_survive_sigkill_with_their_events() {
             }));
         }
         // Let the writes flow, then kill the server mid-stream.
-        kill_once(&mut server, &acknowledged, 150, writers).await;
+        kill_once(server, &acknowledged, 150, writers).await;
     });
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(acknowledged.len() >= 150);
 
     // The chain verifies after the crash.
-    assert_verifies(data);
+    assert_verifies(&setup.data);
 
-    let mut server = start(data, port, &[]);
     let (records, created_events) = runtime.block_on(async {
-        wait_ready(client, base).await;
-        let records: BTreeSet<String> = all_items(&setup, "/v1/partners?")
+        let server = serve(&setup, &[]).await;
+        let records: BTreeSet<String> = all_items(&setup, &server.base, "/v1/partners?")
             .await
             .iter()
             .map(|p| p["id"].as_str().unwrap().to_owned())
             .collect();
         let events: BTreeSet<String> = all_items(
             &setup,
+            &server.base,
             "/v1/audit?resource=partner&action=create&decision=allow",
         )
         .await
@@ -230,10 +180,9 @@ fn acknowledged_writes_survive_sigkill_with_their_events() {
         .filter(|e| e["kind"] == "change")
         .map(|e| e["resource_id"].as_str().unwrap().to_owned())
         .collect();
+        server.stop();
         (records, events)
     });
-    server.kill().unwrap();
-    server.wait().unwrap();
     assert!(
         acknowledged.is_subset(&records),
         "an acknowledged write was lost"
@@ -255,17 +204,11 @@ fn acknowledged_writes_survive_sigkill_with_their_events() {
 #[test]
 fn reads_answered_at_the_commit_keep_their_events_through_sigkill() {
     let setup = setup();
-    let (data, port, base, client, token) = (
-        setup.data.as_path(),
-        setup.port,
-        &setup.base,
-        &setup.client,
-        &setup.token,
-    );
+    let (client, token) = (&setup.client, &setup.token);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut server = start(data, port, &["--read-event-durability", "commit"]);
+    let server = runtime.block_on(serve(&setup, &["--read-event-durability", "commit"]));
+    let base = server.base.clone();
     let partner = runtime.block_on(async {
-        wait_ready(client, base).await;
         let created = json(
             client
                 .post(format!("{base}/v1/partners"))
@@ -307,25 +250,25 @@ fn reads_answered_at_the_commit_keep_their_events_through_sigkill() {
                 }
             }));
         }
-        kill_once(&mut server, &answered, 1000, readers).await;
+        kill_once(server, &answered, 1000, readers).await;
     });
     let answered = answered.lock().unwrap().clone();
-    assert_verifies(data);
+    assert_verifies(&setup.data);
 
-    let mut server = start(data, port, &[]);
     let recorded: BTreeSet<String> = runtime.block_on(async {
-        wait_ready(client, base).await;
-        all_items(
+        let server = serve(&setup, &[]).await;
+        let recorded = all_items(
             &setup,
+            &server.base,
             &format!("/v1/audit?resource=partner&resource_id={partner}&action=read"),
         )
         .await
         .iter()
         .filter_map(|e| e["detail"]["request"]["id"].as_str().map(str::to_owned))
-        .collect()
+        .collect();
+        server.stop();
+        recorded
     });
-    server.kill().unwrap();
-    server.wait().unwrap();
     let lost: Vec<&String> = answered.difference(&recorded).collect();
     assert!(
         lost.is_empty(),

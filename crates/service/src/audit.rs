@@ -130,9 +130,9 @@ impl AuditWriter {
                     }
                 }
                 let (events, acks): (Vec<NewEvent>, Vec<Ack>) = batch.into_iter().unzip();
-                // The batch's answers wait for its commit to reach the
-                // disk, on a task of their own: the next batch is written
-                // meanwhile (SQLite), and one sync covers both.
+                // On disk: the batch's answers wait for its commit to
+                // reach the disk, on a task of their own: the next batch
+                // is written meanwhile (SQLite), and one sync covers both.
                 let count = events.len();
                 match commit_batch(&db, events).await {
                     // Answered at the commit, unless a sync has failed
