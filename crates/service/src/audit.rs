@@ -83,7 +83,7 @@ pub enum ReadDurability {
     Disk,
     /// The event's commit is made (SQLite: in the WAL, through the
     /// operating system's cache; it reaches the disk with the next sync,
-    /// about a millisecond later under load). A crash of the server loses
+    /// within 10 ms, sooner when a change waits for one). A crash of the server loses
     /// nothing; a crash of the operating system or a power cut can lose
     /// the events of the last moments, whose answers were sent. A failed
     /// sync still stops every answer from then on (fail closed). On

@@ -44,6 +44,15 @@ const STATEMENT_CACHE: usize = 128;
 /// at once, and closed when returned beyond this.
 const IDLE_READERS: usize = 8;
 
+/// How long a commit nobody waits for may stay unsynced: the WAL sync
+/// thread syncs at once when a commit is waited for ([`Durable::wait`]:
+/// every change, and every read event answered once on disk), and
+/// otherwise (read events answered at their commit) at most this long
+/// after the last sync. Each `fdatasync` costs the machine a few I/O
+/// submissions (on a VM, exits to the host); syncing a thousand times a
+/// second for commits nobody waits for took a tenth of a core.
+pub(crate) const LAZY_SYNC: Duration = Duration::from_millis(10);
+
 /// An open SQLite database: its writer, its readers, and a connection for
 /// WAL checkpoints.
 pub(crate) struct Sqlite {
@@ -81,6 +90,12 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 impl Sqlite {
     /// Opens (creating if missing) the database at `path`.
     pub(crate) fn open(path: &str) -> Result<Sqlite, StoreError> {
+        Sqlite::open_syncing(path, LAZY_SYNC)
+    }
+
+    /// Opens the database at `path`, syncing commits nobody waits for at
+    /// most `lazy` after the last sync.
+    fn open_syncing(path: &str, lazy: Duration) -> Result<Sqlite, StoreError> {
         let writer = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -106,7 +121,7 @@ impl Sqlite {
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
             readers: Mutex::new(Vec::new()),
             checkpoint: Arc::new(Mutex::new(None)),
-            sync: WalSync::start(path)?,
+            sync: WalSync::start(path, lazy)?,
         };
         // Open one reader now, so that a database that cannot be read
         // fails at startup rather than on the first request.
@@ -322,14 +337,16 @@ impl SqliteTx {
         Ok(Durable {
             ticket,
             synced: self.sync.synced.subscribe(),
+            sync: Arc::downgrade(&self.sync),
         })
     }
 }
 
 /// Syncs the WAL behind the writer's commits, on a thread of its own: one
 /// `fdatasync` for every commit made while the previous one ran (group
-/// commit of the disk's work). Commits are numbered; the thread publishes
-/// the number up to which they are on disk. A failed sync is final (after
+/// commit of the disk's work), at once when a commit is waited for, and
+/// otherwise within [`LAZY_SYNC`] of the last sync. Commits are numbered;
+/// the thread publishes the number up to which they are on disk. A failed sync is final (after
 /// a failed `fsync` the kernel may have dropped the pages it could not
 /// write: retrying could report a loss as durable): every wait fails from
 /// then on, and the service refuses requests (fail closed).
@@ -337,12 +354,16 @@ pub(crate) struct WalSync {
     state: Mutex<SyncState>,
     wake: std::sync::Condvar,
     synced: tokio::sync::watch::Sender<Synced>,
+    /// How long a commit nobody waits for may wait for its sync.
+    lazy: Duration,
 }
 
 #[derive(Default)]
 struct SyncState {
     /// Commits made.
     committed: u64,
+    /// The latest commit someone waits for.
+    wanted: u64,
     /// Tests: the next sync fails with this.
     #[cfg(test)]
     fail_next: Option<String>,
@@ -358,11 +379,12 @@ enum Synced {
 }
 
 impl WalSync {
-    fn start(path: &str) -> Result<Arc<WalSync>, StoreError> {
+    fn start(path: &str, lazy: Duration) -> Result<Arc<WalSync>, StoreError> {
         let sync = Arc::new(WalSync {
             state: Mutex::new(SyncState::default()),
             wake: std::sync::Condvar::new(),
             synced: tokio::sync::watch::Sender::new(Synced::Through(0)),
+            lazy,
         });
         let (shared, path) = (Arc::clone(&sync), path.to_owned());
         std::thread::Builder::new()
@@ -382,21 +404,46 @@ impl WalSync {
         state.committed
     }
 
-    /// The thread: syncs while there are commits to sync; ends when
-    /// everything committed is synced and nothing else holds the handle
-    /// (the database and its transactions are gone).
+    /// Someone waits for commit `ticket`: it is synced without delay.
+    fn want(&self, ticket: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if ticket > state.wanted {
+            state.wanted = ticket;
+            self.wake.notify_one();
+        }
+    }
+
+    /// The thread: syncs while there are commits to sync (at once for one
+    /// waited for, else `lazy` after the last sync); ends when everything
+    /// committed is synced and nothing else holds the handle (the database
+    /// and its transactions are gone).
     fn run(this: &Arc<WalSync>, path: &str) {
         let mut through = 0;
+        let mut last_sync = std::time::Instant::now();
         loop {
             let target = {
                 let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
-                while state.committed == through {
-                    if Arc::strong_count(this) == 1 {
-                        return;
+                loop {
+                    let alone = Arc::strong_count(this) == 1;
+                    if state.committed == through {
+                        if alone {
+                            return;
+                        }
+                        state = this
+                            .wake
+                            .wait_timeout(state, Duration::from_secs(1))
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                        continue;
+                    }
+                    let due = last_sync + this.lazy;
+                    let now = std::time::Instant::now();
+                    if state.wanted > through || alone || now >= due {
+                        break;
                     }
                     state = this
                         .wake
-                        .wait_timeout(state, Duration::from_secs(1))
+                        .wait_timeout(state, due - now)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }
@@ -417,6 +464,7 @@ impl WalSync {
                 Some(why) => Err(std::io::Error::other(why)),
                 None => sync_files(path),
             };
+            last_sync = std::time::Instant::now();
             match result {
                 Ok(()) => {
                     through = target;
@@ -461,6 +509,9 @@ fn sync_files(path: &str) -> std::io::Result<()> {
 pub(crate) struct Durable {
     ticket: u64,
     synced: tokio::sync::watch::Receiver<Synced>,
+    /// To say that the commit is waited for (weak: a commit nobody waits
+    /// for does not keep the sync thread alive).
+    sync: std::sync::Weak<WalSync>,
 }
 
 impl Durable {
@@ -474,12 +525,21 @@ impl Durable {
 
     /// Waits until the commit is on disk.
     pub(crate) async fn wait(mut self) -> Result<(), StoreError> {
+        let mut asked = false;
         loop {
             let now = self.synced.borrow_and_update().clone();
             match now {
                 Synced::Through(n) if n >= self.ticket => return Ok(()),
                 Synced::Failed(why) => return Err(StoreError::Sync(why)),
                 Synced::Through(_) => {}
+            }
+            if !asked {
+                asked = true;
+                // Without a handle left the thread is syncing what is
+                // committed before it ends.
+                if let Some(sync) = self.sync.upgrade() {
+                    sync.want(self.ticket);
+                }
             }
             if self.synced.changed().await.is_err() {
                 return Err(StoreError::Sync("the WAL sync thread has stopped".into()));
@@ -638,5 +698,60 @@ mod tests {
             matches!(later.check(), Err(StoreError::Sync(why)) if why.contains("injected")),
             "a commit after a failed sync must not pass the check"
         );
+    }
+
+    /// A fresh database syncing unwaited commits `lazy` after the last
+    /// sync, holding an empty table `t` (created and synced).
+    async fn syncing(name: &str, lazy: Duration) -> (Scratch, Sqlite) {
+        let scratch = Scratch::new(name);
+        let db =
+            Sqlite::open_syncing(scratch.file().to_str().expect("utf-8 path"), lazy).expect("open");
+        write(&db, "CREATE TABLE t (n INTEGER)")
+            .await
+            .wait()
+            .await
+            .expect("durable");
+        (scratch, db)
+    }
+
+    fn synced(db: &Sqlite) -> Synced {
+        db.sync.synced.borrow().clone()
+    }
+
+    #[tokio::test]
+    async fn a_commit_nobody_waits_for_waits_for_the_lazy_sync_and_a_waited_one_does_not() {
+        let (_scratch, db) = syncing("lazy", Duration::from_secs(3600)).await;
+        assert_eq!(synced(&db), Synced::Through(1));
+        let unwaited = write(&db, "INSERT INTO t VALUES (1)").await;
+        assert_eq!(unwaited.ticket, 2);
+        // Long enough for a sync that would start at once to end.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            synced(&db),
+            Synced::Through(1),
+            "a commit nobody waits for was synced before its delay"
+        );
+        // Waiting for a later commit syncs both now, not in an hour.
+        let waited = write(&db, "INSERT INTO t VALUES (2)").await;
+        tokio::time::timeout(Duration::from_secs(10), waited.wait())
+            .await
+            .expect("a waited commit is synced without the delay")
+            .expect("durable");
+        assert_eq!(synced(&db), Synced::Through(3));
+        drop(unwaited);
+    }
+
+    #[tokio::test]
+    async fn a_commit_nobody_waits_for_is_synced_after_the_delay() {
+        let (_scratch, db) = syncing("lazy-ends", Duration::from_millis(20)).await;
+        let unwaited = write(&db, "INSERT INTO t VALUES (1)").await;
+        drop(unwaited);
+        let synced_in_time = tokio::time::timeout(Duration::from_secs(30), async {
+            while synced(&db) != Synced::Through(2) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(synced_in_time.is_ok(), "never synced: {:?}", synced(&db));
     }
 }
