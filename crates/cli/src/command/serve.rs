@@ -43,10 +43,10 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     checkpoint_seconds: u64,
     /// What the answer to a read or a denial waits for: its audit event
-    /// on disk (synced), or only committed (SQLite: a crash of the
-    /// operating system or a power cut can lose the last moments' read
-    /// and deny events, whose answers were sent; a crash of the server
-    /// loses nothing). Changes are always on disk before they are answered
+    /// on disk (synced), or only committed (SQLite: synced within 10 ms;
+    /// a crash of the operating system or a power cut can lose the last
+    /// moments' read and deny events, whose answers were sent; a crash of
+    /// the server loses nothing). Changes are always on disk before they are answered
     #[arg(long, value_enum, default_value = "disk", value_name = "WHEN")]
     read_event_durability: ReadEventDurability,
     /// Log format
