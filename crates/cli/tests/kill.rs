@@ -2,7 +2,8 @@
 //! acknowledged write has its record and its audit event, no event lacks
 //! its write, and the chain verifies; and in the middle of a stream of
 //! reads answered at their event's commit: every answered read has its
-//! event.
+//! event. And every start is recorded with how durable its read events
+//! are.
 
 #![allow(
     clippy::unwrap_used,
@@ -277,4 +278,40 @@ fn reads_answered_at_the_commit_keep_their_events_through_sigkill() {
         answered.len(),
         lost.first()
     );
+}
+
+/// Every start is in the trail with how durable its read events are, so
+/// that an auditor can tell which of them a crash of the operating system
+/// could have lost.
+#[test]
+fn each_start_records_how_durable_its_read_events_are() {
+    let setup = setup();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(serve(&setup, &[])).stop();
+    let server = runtime.block_on(serve(&setup, &["--read-event-durability", "commit"]));
+    let starts = runtime.block_on(all_items(&setup, &server.base, "/v1/audit?action=start"));
+    let recorded: Vec<(&str, &str, &str)> = starts
+        .iter()
+        .map(|event| {
+            (
+                event["resource_type"].as_str().unwrap(),
+                event["decision"].as_str().unwrap(),
+                event["detail"]["read_event_durability"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // Newest first.
+    assert_eq!(
+        recorded,
+        [("server", "allow", "commit"), ("server", "allow", "disk")],
+        "{starts:#?}"
+    );
+    assert!(
+        starts
+            .iter()
+            .all(|event| event["principal_id"].is_null() && event["kind"] == "service"),
+        "{starts:#?}"
+    );
+    server.stop();
+    assert_verifies(&setup.data);
 }

@@ -91,6 +91,16 @@ pub enum ReadDurability {
     Commit,
 }
 
+impl ReadDurability {
+    /// The name `serve --read-event-durability` takes, as recorded.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadDurability::Disk => "disk",
+            ReadDurability::Commit => "commit",
+        }
+    }
+}
+
 type Ack = oneshot::Sender<Result<(), String>>;
 
 /// The handle on the batched writer.
@@ -827,6 +837,36 @@ impl Service {
             value: value(),
             pending,
         })
+    }
+
+    /// Records a server's start and how durable its read and deny events
+    /// are (`server` `start`, no principal), on disk before it serves: an
+    /// auditor reads from the trail itself which events a crash of the
+    /// operating system could have lost.
+    pub async fn record_start(&self, durability: ReadDurability) -> Result<(), ServiceError> {
+        let version = self.policy_version();
+        let detail = serde_json::json!({
+            "read_event_durability": durability.name(),
+            "server_version": env!("CARGO_PKG_VERSION"),
+        });
+        let event = NewEvent {
+            at: self.now_text(),
+            kind: "service".to_owned(),
+            principal_id: None,
+            action: "start".to_owned(),
+            resource_type: "server".to_owned(),
+            resource_id: None,
+            partner_id: None,
+            decision: "allow".to_owned(),
+            policy_version: version.to_string(),
+            detail: detail.to_string(),
+            matched: Vec::new(),
+        };
+        let mut tx = self.db().begin().await?;
+        self.append_in(&mut tx, event).await?;
+        tx.commit()
+            .await
+            .map_err(|e| ServiceError::AuditUnavailable(e.to_string()))
     }
 
     /// Appends a change's event in the change's own transaction.

@@ -210,6 +210,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             "--read-event-durability commit: read and deny events are answered once committed, before they are synced to disk"
         );
     }
+    let durability = config.read_durability;
     let service = match Service::open(db, clock, config).await {
         Ok(service) => service,
         Err(OpenError::NotInitialised) => bail!(
@@ -219,6 +220,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         ),
         Err(error) => return Err(error.into()),
     };
+    service
+        .record_start(durability)
+        .await
+        .context("cannot record the server's start in the audit trail")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
