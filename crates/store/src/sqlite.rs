@@ -643,14 +643,7 @@ mod tests {
 
     /// A fresh database holding an empty table `t`, created and synced.
     async fn with_table(name: &str) -> (Scratch, Sqlite) {
-        let scratch = Scratch::new(name);
-        let db = open(&scratch);
-        write(&db, "CREATE TABLE t (n INTEGER)")
-            .await
-            .wait()
-            .await
-            .expect("durable");
-        (scratch, db)
+        syncing(name, LAZY_SYNC).await
     }
 
     async fn write(db: &Sqlite, text: &str) -> Durable {
