@@ -707,10 +707,11 @@ mod tests {
         let scratch = Scratch::new(name);
         let db =
             Sqlite::open_syncing(scratch.file().to_str().expect("utf-8 path"), lazy).expect("open");
-        write(&db, "CREATE TABLE t (n INTEGER)")
+        let created = write(&db, "CREATE TABLE t (n INTEGER)").await;
+        // Waited for, so synced at once whatever `lazy` is.
+        tokio::time::timeout(Duration::from_secs(10), created.wait())
             .await
-            .wait()
-            .await
+            .expect("a waited commit is synced without the delay")
             .expect("durable");
         (scratch, db)
     }
