@@ -364,7 +364,8 @@ struct SyncState {
     committed: u64,
     /// The latest commit someone waits for.
     wanted: u64,
-    /// Commits on disk (as far as the thread has synced).
+    /// Commits on disk (as far as the thread has synced; only it writes
+    /// this).
     synced: u64,
     /// Tests: the next sync fails with this.
     #[cfg(test)]
@@ -425,14 +426,13 @@ impl WalSync {
     /// committed is synced and nothing else holds the handle (the database
     /// and its transactions are gone).
     fn run(this: &Arc<WalSync>, path: &str) {
-        let mut through = 0;
         let mut last_sync = std::time::Instant::now();
         loop {
             let target = {
                 let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
                 loop {
                     let alone = Arc::strong_count(this) == 1;
-                    if state.committed == through {
+                    if state.committed == state.synced {
                         if alone {
                             return;
                         }
@@ -445,7 +445,7 @@ impl WalSync {
                     }
                     let due = last_sync + this.lazy;
                     let now = std::time::Instant::now();
-                    if state.wanted > through || alone || now >= due {
+                    if state.wanted > state.synced || alone || now >= due {
                         break;
                     }
                     state = this
@@ -474,9 +474,8 @@ impl WalSync {
             last_sync = std::time::Instant::now();
             match result {
                 Ok(()) => {
-                    through = target;
-                    this.state.lock().unwrap_or_else(|e| e.into_inner()).synced = through;
-                    this.synced.send_replace(Synced::Through(through));
+                    this.state.lock().unwrap_or_else(|e| e.into_inner()).synced = target;
+                    this.synced.send_replace(Synced::Through(target));
                 }
                 Err(error) => {
                     tracing::error!(%error, "cannot sync the database's WAL to disk; refusing what waits for it");
