@@ -397,7 +397,14 @@ impl Service {
                         "`status` is pending, approved, rejected or withdrawn",
                     ));
                 }
-                "contract" if route_contract.is_none() && value.len() <= 64 => {
+                "contract" if route_contract.is_none() => {
+                    if !crate::auth::is_request_id(value.as_bytes()) {
+                        return Err(ServiceError::invalid(
+                            "invalid_value",
+                            "contract",
+                            "`contract` must be a contract id",
+                        ));
+                    }
                     contract = Some(value.clone());
                 }
                 "after" if value.len() <= 64 => after = Some(value.clone()),

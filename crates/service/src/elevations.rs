@@ -145,7 +145,7 @@ fn parse_request(body: &Json, max_ttl: u64) -> Result<Asked, ServiceError> {
     }
     let partner_id = match object.get("partner_id") {
         None | Some(Json::Null) => None,
-        Some(Json::String(id)) if !id.is_empty() && id.len() <= 64 => Some(id.clone()),
+        Some(Json::String(id)) if crate::auth::is_request_id(id.as_bytes()) => Some(id.clone()),
         Some(_) => {
             return Err(ServiceError::invalid(
                 "wrong_type",

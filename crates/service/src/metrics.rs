@@ -148,6 +148,21 @@ pub fn report(cells: &BTreeMap<Key, Figures>, min: usize) -> Json {
     json!({"groups": groups, "totals": totals})
 }
 
+/// The report's parameters as the trail keeps them: a month as given, and
+/// for anything else (refused after the event is recorded) neither the
+/// text given for a month nor an unknown parameter's name, which may hold
+/// anything.
+fn audited_params(params: &[(String, String)]) -> Vec<String> {
+    params
+        .iter()
+        .map(|(name, value)| match name.as_str() {
+            "from" | "to" if month_start(value).is_some() => format!("{name}={value}"),
+            "from" | "to" => format!("{name}=(withheld: not a month)"),
+            _ => "(withheld: unknown parameter)".to_owned(),
+        })
+        .collect()
+}
+
 fn month_start(text: &str) -> Option<jiff::civil::Date> {
     let (year, month) = text.split_once('-')?;
     if year.len() != 4 || month.len() != 2 {
@@ -188,10 +203,13 @@ impl Service {
                 partner_id: None,
                 decision: &decision,
                 reason,
-                input: crate::audit::input(caller, "read", Target::Object("metrics", Some("partner-performance")), caller.elevated_for(ResourceType::Metrics, Action::Read, None)),
-                // Values are kept only for the parameters there are (months):
-                // an unknown one, refused below, may hold anything.
-                extra: json!({"params": params.iter().map(|(k, v)| if k == "from" || k == "to" { format!("{k}={v}") } else { format!("{k}=(withheld: unknown parameter)") }).collect::<Vec<_>>()}),
+                input: crate::audit::input(
+                    caller,
+                    "read",
+                    Target::Object("metrics", Some("partner-performance")),
+                    caller.elevated_for(ResourceType::Metrics, Action::Read, None),
+                ),
+                extra: json!({"params": audited_params(params)}),
             },
         );
         self.record(event).await?;

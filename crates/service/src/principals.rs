@@ -371,7 +371,7 @@ impl Service {
         };
         let partner_id = match object.get("partner_id") {
             None | Some(Json::Null) => None,
-            Some(Json::String(p)) if !p.is_empty() && p.len() <= 64 => Some(p.clone()),
+            Some(Json::String(p)) if crate::auth::is_request_id(p.as_bytes()) => Some(p.clone()),
             Some(_) => {
                 return Err(ServiceError::invalid(
                     "wrong_type",

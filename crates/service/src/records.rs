@@ -435,7 +435,7 @@ pub(crate) fn apply_body(
             "partner_id" if table.is_child() => {
                 let partner = json
                     .as_str()
-                    .filter(|id| !id.is_empty() && id.len() <= 64)
+                    .filter(|id| crate::auth::is_request_id(id.as_bytes()))
                     .ok_or_else(|| {
                         ServiceError::invalid(
                             "wrong_type",
@@ -452,7 +452,9 @@ pub(crate) fn apply_body(
             "owner" if !table.is_child() => {
                 let owner = match json {
                     Json::Null => None,
-                    Json::String(id) if !id.is_empty() && id.len() <= 64 => Some(id.clone()),
+                    Json::String(id) if crate::auth::is_request_id(id.as_bytes()) => {
+                        Some(id.clone())
+                    }
                     _ => {
                         return Err(ServiceError::invalid(
                             "wrong_type",
@@ -1341,10 +1343,14 @@ fn parse_list_params(
                 let filter = parse_filter(table, name, field, op, value, readable)?;
                 canonical.push(format!("{name}={value}"));
                 // The trail keeps a filter's value where it keeps changed
-                // values, and the ids' (not columns of the schema).
+                // values, and the ids' (not columns of the schema) when
+                // they are ids: any other text may be anything.
                 audited.push(match table.column(field) {
                     Some((_, column)) if !audit::keeps_values(column.class) => {
                         format!("{name}=(withheld: {})", column.class.name())
+                    }
+                    None if !crate::auth::is_request_id(value.as_bytes()) => {
+                        format!("{name}=(withheld: not an id)")
                     }
                     _ => format!("{name}={value}"),
                 });

@@ -572,9 +572,13 @@ fn offboarding_partner(body: &Json) -> Result<String, ServiceError> {
     Ok(top
         .get("partner_id")
         .and_then(Json::as_str)
-        .filter(|p| !p.is_empty() && p.len() <= 64)
+        .filter(|p| crate::auth::is_request_id(p.as_bytes()))
         .ok_or_else(|| {
-            ServiceError::invalid("missing_field", "/partner_id", "`partner_id` is required")
+            ServiceError::invalid(
+                "missing_field",
+                "/partner_id",
+                "`partner_id` is required: a partner id",
+            )
         })?
         .to_owned())
 }
