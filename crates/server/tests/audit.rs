@@ -1723,6 +1723,34 @@ async fn reading_the_trail_masks_values_and_needs_audit_read() {
             "{backend:?}: no general value reaches a reader who may not read partners: {}",
             page.body
         );
+        // A deny whose reason quotes the record's values (a condition not
+        // met: the manager has no region) hides them alike.
+        let unseen = app
+            .get(
+                &format!("/v1/partners/{}", partner["id"].as_str().unwrap()),
+                &pm,
+            )
+            .await;
+        assert_eq!(unseen.status, StatusCode::NOT_FOUND, "{backend:?}");
+        let query = "/v1/audit?resource=partner&action=read&decision=deny&limit=1";
+        let reason = |page: &Value| {
+            page["items"][0]["detail"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let admin_reason = reason(&app.get(query, &app.admin_token).await.body);
+        assert!(
+            admin_reason.contains("(record has emea, principal has missing)"),
+            "{backend:?}: {admin_reason}"
+        );
+        let auditor_reason = reason(&app.get(query, &auditor).await.body);
+        assert!(
+            auditor_reason
+                .contains("(record has hidden: not readable by you, principal has missing)")
+                && !auditor_reason.contains("emea"),
+            "{backend:?}: {auditor_reason}"
+        );
         // Filters, and cursors bound to them.
         let creates = app
             .get(

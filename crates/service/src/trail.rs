@@ -226,8 +226,16 @@ impl Service {
                     .get_mut("attrs")
                     .and_then(Json::as_object_mut)
             {
+                let mut values: Vec<String> = Vec::with_capacity(attrs.len());
                 for value in attrs.values_mut() {
-                    *value = Json::from(HIDDEN);
+                    if let Json::String(text) = std::mem::replace(value, Json::from(HIDDEN)) {
+                        values.push(text);
+                    }
+                }
+                if let Some(reason) = detail.get_mut("reason")
+                    && let Json::String(text) = reason
+                {
+                    *text = hide_record_values(text, values, HIDDEN);
                 }
             }
             if let Some(changes) = detail.get_mut("changes").and_then(Json::as_array_mut) {
@@ -507,4 +515,24 @@ pub async fn usage_facts(
         }
     }
     Ok(facts)
+}
+
+/// A deny reason with the record's attribute values it quotes hidden: a
+/// failed condition reads `attr = "wanted" (record has VALUE)` or
+/// `(record has VALUE, principal has …)`, VALUE being one of the record's
+/// attributes in the decision input (`values`), which the reader may not
+/// read. The longest values first, so that a value that begins another
+/// hides only itself.
+fn hide_record_values(reason: &str, mut values: Vec<String>, hidden: &str) -> String {
+    values.sort_by_key(|value| std::cmp::Reverse(value.len()));
+    let mut out = reason.to_owned();
+    for value in values {
+        for end in [")", ", principal has "] {
+            let quoted = format!("(record has {value}{end}");
+            if out.contains(&quoted) {
+                out = out.replace(&quoted, &format!("(record has {hidden}{end}"));
+            }
+        }
+    }
+    out
 }
