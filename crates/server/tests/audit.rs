@@ -1208,6 +1208,7 @@ async fn verify_names_every_kind_of_tampering() {
             "reorder",
             "far",
             "below",
+            "lowest",
             "rewrite",
         ] {
             let Some(app) = spawn(backend).await else {
@@ -1304,6 +1305,13 @@ async fn verify_names_every_kind_of_tampering() {
                                SELECT 0, at, kind, principal_id, 'export', resource_type, resource_id, partner_id, decision, policy_version, detail, prev_hash, hash FROM audit_events WHERE seq = 1").await;
                     verified(&app, vec![]).await
                 }
+                "lowest" => {
+                    // The same at the lowest seq there can be (a read of
+                    // "seq > i64::MIN" would pass over it).
+                    sql(&app, "INSERT INTO audit_events (seq, at, kind, principal_id, action, resource_type, resource_id, partner_id, decision, policy_version, detail, prev_hash, hash) \
+                               SELECT -9223372036854775808, at, kind, principal_id, 'export', resource_type, resource_id, partner_id, decision, policy_version, detail, prev_hash, hash FROM audit_events WHERE seq = 1").await;
+                    verified(&app, vec![]).await
+                }
                 _ => {
                     // A consistent rewrite of the whole chain from event 3:
                     // only a checkpoint can tell.
@@ -1365,6 +1373,14 @@ async fn verify_names_every_kind_of_tampering() {
                         previous: 0,
                         expected: 1,
                         found: 0,
+                    },
+                ) => {}
+                (
+                    "lowest",
+                    Break::Sequence {
+                        previous: 0,
+                        expected: 1,
+                        found: i64::MIN,
                     },
                 ) => {}
                 ("rewrite", Break::Checkpoint { .. }) => {}

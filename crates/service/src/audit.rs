@@ -977,10 +977,19 @@ pub async fn verify(
     const AHEAD: usize = 4;
     let (last_seq, _) = store::head(db).await?;
     let mut pending = std::collections::VecDeque::new();
-    // From the lowest seq there is: a row below 1 (inserted by hand) is a
+    // A row below 1 (inserted by hand, at any seq down to i64::MIN) is a
     // break to report, not something to read past.
-    let lowest = store::events_after(db, i64::MIN, 1).await?;
-    let mut next = lowest.first().map_or(0, |low| low.event.seq.min(1) - 1);
+    if let Some(lowest) = store::lowest_seq(db).await?
+        && lowest < 1
+    {
+        return Err(partnerdb_audit::Break::Sequence {
+            previous: 0,
+            expected: 1,
+            found: lowest,
+        }
+        .into());
+    }
+    let mut next = 0;
     loop {
         while pending.len() < AHEAD && next < last_seq {
             let (db, after, through) = (db.clone(), next, (next + SLICE).min(last_seq));

@@ -281,6 +281,14 @@ pub async fn events_after(
     fetch_events(db, sql).await
 }
 
+/// The lowest seq stored, if any (the chain starts at 1: a lower one was
+/// put there by hand).
+pub async fn lowest_seq(db: &Db) -> Result<Option<i64>, StoreError> {
+    let mut sql = db.sql();
+    sql.push("SELECT seq FROM audit_events ORDER BY seq LIMIT 1");
+    Ok(db.fetch_optional(&sql).await?.map(|row| row.int(0)))
+}
+
 /// Reads whole events (a long read: off the caller's worker).
 async fn fetch_events(db: &Db, sql: Sql) -> Result<Vec<StoredEvent>, StoreError> {
     Ok(db
