@@ -83,7 +83,8 @@ pub struct TailArgs {
 pub enum Format {
     /// One JSON object a line.
     Jsonl,
-    /// CSV with a header line.
+    /// CSV with a header line (a value beginning with `=`, `+`, `-` or `@`
+    /// is written after an apostrophe, so that no spreadsheet runs it).
     Csv,
 }
 
@@ -246,13 +247,23 @@ async fn run_export(args: ExportArgs) -> anyhow::Result<Outcome> {
 /// A CSV field (RFC 4180 quoting). As PostgreSQL's `COPY … CSV` writes
 /// them: a missing value (no principal, resource id or partner) is an
 /// empty field, an empty text a quoted one (`""`), so the two stay apart.
+/// A text a spreadsheet would take for a formula (beginning with `=`,
+/// `+`, `-`, `@`, a tab or a carriage return) is written after an
+/// apostrophe, as spreadsheets themselves escape one, quoted or not: the
+/// JSON lines keep every value exactly.
 fn csv_field(text: Option<&str>) -> String {
-    match text {
-        None => String::new(),
-        Some(text) if text.is_empty() || text.contains([',', '"', '\n', '\r']) => {
-            format!("\"{}\"", text.replace('"', "\"\""))
-        }
-        Some(text) => text.to_owned(),
+    let Some(text) = text else {
+        return String::new();
+    };
+    let text: std::borrow::Cow<'_, str> = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}").into()
+    } else {
+        text.into()
+    };
+    if text.is_empty() || text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.into_owned()
     }
 }
 
@@ -316,5 +327,20 @@ mod tests {
         assert_eq!(csv_field(Some("a,b")), "\"a,b\"");
         assert_eq!(csv_field(Some("say \"hi\"")), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field(Some("two\nlines")), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn csv_fields_a_spreadsheet_would_run_begin_with_an_apostrophe() {
+        assert_eq!(csv_field(Some("=1+1")), "'=1+1");
+        assert_eq!(csv_field(Some("+1")), "'+1");
+        assert_eq!(csv_field(Some("-1")), "'-1");
+        assert_eq!(csv_field(Some("@SUM(A1)")), "'@SUM(A1)");
+        assert_eq!(csv_field(Some("\tx")), "'\tx");
+        assert_eq!(
+            csv_field(Some("=HYPERLINK(\"https://x.example/\",\"x\")")),
+            "\"'=HYPERLINK(\"\"https://x.example/\"\",\"\"x\"\")\""
+        );
+        assert_eq!(csv_field(Some("\rx")), "\"'\rx\"");
+        assert_eq!(csv_field(Some("a=b")), "a=b");
     }
 }
