@@ -52,6 +52,27 @@ async fn sql(app: &TestApp, statement: &str) {
     tx.commit().await.unwrap();
 }
 
+/// Rewrites the chain from event 3 on, consistently (every event an
+/// export, each linked to the one before): only a checkpoint can tell.
+async fn rewrite_from_3(app: &TestApp) {
+    let events = partnerdb_store::audit::events_after(app.service.db(), 0, 1000)
+        .await
+        .unwrap();
+    let rewritten = partnerdb_audit::link(
+        &events[1].hash,
+        events[2..].iter().map(|stored| partnerdb_audit::Event {
+            action: "export".into(),
+            ..stored.event.clone()
+        }),
+    );
+    sql(app, "DELETE FROM audit_events WHERE seq >= 3").await;
+    let mut tx = app.service.db().begin().await.unwrap();
+    partnerdb_store::audit::insert_stored(&mut tx, &rewritten)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
 async fn verified(app: &TestApp, given: Vec<partnerdb_audit::Checkpoint>) -> Result<i64, Break> {
     match verify(app.service.db(), given, Some(&app.key.public()), |_| {}).await {
         Ok(report) => Ok(report.events),
@@ -1322,22 +1343,7 @@ async fn verify_names_every_kind_of_tampering() {
                         .await
                         .unwrap();
                     cp_tx.commit().await.unwrap();
-                    let events = partnerdb_store::audit::events_after(app.service.db(), 0, 1000)
-                        .await
-                        .unwrap();
-                    let rewritten = partnerdb_audit::link(
-                        &events[1].hash,
-                        events[2..].iter().map(|stored| partnerdb_audit::Event {
-                            action: "export".into(),
-                            ..stored.event.clone()
-                        }),
-                    );
-                    sql(&app, "DELETE FROM audit_events WHERE seq >= 3").await;
-                    let mut tx = app.service.db().begin().await.unwrap();
-                    partnerdb_store::audit::insert_stored(&mut tx, &rewritten)
-                        .await
-                        .unwrap();
-                    tx.commit().await.unwrap();
+                    rewrite_from_3(&app).await;
                     verified(&app, vec![]).await
                 }
             };
@@ -1479,6 +1485,74 @@ async fn the_checkpointer_signs_the_head() {
                 "{backend:?}: no checkpoint signed"
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_checkpointer_signs_nothing_once_what_it_signed_is_altered() {
+    use partnerdb_service::audit::{Signed, Tick, checkpoint_tick};
+    for backend in BACKENDS {
+        for tamper in ["rewrite", "checkpoints", "none"] {
+            // No checkpointer of the server's own: this test ticks one.
+            let Some(app) =
+                spawn_configured(backend, partnerdb_service::STARTER_POLICY, |config| {
+                    config.key = None;
+                })
+                .await
+            else {
+                break;
+            };
+            let db = app.service.db();
+            for i in 0..4 {
+                app.record(
+                    "partners",
+                    json!({"name": format!("P{i}"), "region": "emea"}),
+                )
+                .await;
+            }
+            let mut signed = Signed::load(db, &app.key).await.unwrap();
+            // A tick with a checkpoint due by time.
+            let tick = async |signed: &mut Signed| {
+                checkpoint_tick(db, &app.key, signed, 1_000, true, app.clock.as_ref())
+                    .await
+                    .unwrap()
+            };
+            let (head, _) = partnerdb_store::audit::head(db).await.unwrap();
+            assert_eq!(tick(&mut signed).await, Tick::Signed(head), "{backend:?}");
+            // What a checkpointer started now would know.
+            let mut restarted = Signed::load(db, &app.key).await.unwrap();
+            match tamper {
+                "rewrite" => rewrite_from_3(&app).await,
+                "checkpoints" => sql(&app, "DELETE FROM audit_checkpoints").await,
+                _ => {}
+            }
+            app.record("partners", json!({"name": "after", "region": "emea"}))
+                .await;
+            let (next_head, _) = partnerdb_store::audit::head(db).await.unwrap();
+            for (who, state) in [("running", &mut signed), ("restarted", &mut restarted)] {
+                let outcome = tick(state).await;
+                match (tamper, who, &outcome) {
+                    ("none", "running", Tick::Signed(seq)) if *seq == next_head => {}
+                    // The running one signed the head just now.
+                    ("none", _, Tick::Idle) => {}
+                    ("rewrite" | "checkpoints", _, Tick::Refused(why)) => {
+                        assert!(why.contains(&format!("event {head}")), "{why}");
+                    }
+                    _ => panic!("{backend:?} {tamper} {who}: {outcome:?}"),
+                }
+            }
+            let stored = partnerdb_store::audit::checkpoints(db).await.unwrap();
+            let expected: Vec<i64> = match tamper {
+                "rewrite" => vec![head],
+                "checkpoints" => vec![],
+                _ => vec![head, next_head],
+            };
+            assert_eq!(
+                stored.iter().map(|c| c.seq).collect::<Vec<_>>(),
+                expected,
+                "{backend:?} {tamper}"
+            );
         }
     }
 }

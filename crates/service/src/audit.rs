@@ -279,7 +279,8 @@ pub async fn indexer(db: Db, interval: Duration) {
     }
 }
 
-/// Signs checkpoints of the chain's head, forever (a task).
+/// Signs checkpoints of the chain's head, forever (a task): every
+/// `every` events or `interval`, whichever comes first ([`checkpoint_tick`]).
 pub async fn checkpointer(
     db: Db,
     key: Arc<CheckpointKey>,
@@ -287,32 +288,112 @@ pub async fn checkpointer(
     interval: Duration,
     clock: Arc<dyn crate::Clock>,
 ) {
+    let mut signed = loop {
+        match Signed::load(&db, &key).await {
+            Ok(signed) => break signed,
+            Err(error) => tracing::warn!(%error, "cannot read the last audit checkpoint"),
+        }
+        tokio::time::sleep(Duration::from_secs(1).min(interval)).await;
+    };
     let mut last_signed = tokio::time::Instant::now();
+    let mut refused = false;
     loop {
         tokio::time::sleep(Duration::from_millis(250).min(interval)).await;
-        let Ok((seq, hash)) = store::head(&db).await else {
-            continue;
-        };
-        let Ok(last) = store::last_checkpoint(&db).await else {
-            continue;
-        };
-        let due = seq > last && (seq - last >= every || last_signed.elapsed() >= interval);
-        if !due {
-            continue;
-        }
-        let at = partnerdb_store::format_time(clock.now());
-        let checkpoint = key.sign(seq, &hash, &at);
-        let written = async {
-            let mut tx = db.begin().await?;
-            store::insert_checkpoint(&mut tx, &checkpoint).await?;
-            tx.commit().await
-        }
-        .await;
-        match written {
-            Ok(()) => last_signed = tokio::time::Instant::now(),
+        let time_due = last_signed.elapsed() >= interval;
+        match checkpoint_tick(&db, &key, &mut signed, every, time_due, clock.as_ref()).await {
+            Ok(Tick::Signed(_)) => last_signed = tokio::time::Instant::now(),
+            Ok(Tick::Idle) => {}
+            // Said once; the checkpointer keeps refusing (the chain does
+            // not mend itself) until a restart.
+            Ok(Tick::Refused(why)) if !refused => {
+                refused = true;
+                tracing::error!(
+                    %why,
+                    "the audit trail was altered: no checkpoint is signed any more; run `partnerdb audit verify`"
+                );
+            }
+            Ok(Tick::Refused(_)) => {}
             Err(error) => tracing::warn!(%error, "cannot store an audit checkpoint"),
         }
     }
+}
+
+/// The last checkpoint signed with the checkpointer's key, as it knows it
+/// (signed by it, or found in the database when it started and verified
+/// with its key): what a new checkpoint must follow on from.
+#[derive(Debug, Default)]
+pub struct Signed(Option<(i64, String)>);
+
+impl Signed {
+    /// The database's last checkpoint, if `key` signed it.
+    pub async fn load(db: &Db, key: &CheckpointKey) -> Result<Signed, StoreError> {
+        let public = key.public();
+        Ok(Signed(
+            store::latest_checkpoint(db)
+                .await?
+                .filter(|checkpoint| checkpoint.verify(&public))
+                .map(|checkpoint| (checkpoint.seq, checkpoint.hash)),
+        ))
+    }
+}
+
+/// What a checkpointer's tick did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Tick {
+    /// Nothing due.
+    Idle,
+    /// Signed and stored a checkpoint of the head at this seq.
+    Signed(i64),
+    /// Signed nothing: what it signed before is no longer in the database
+    /// as it signed it (so the chain after it may be forged).
+    Refused(String),
+}
+
+/// One tick of the checkpointer: signs the head if `every` events came
+/// since the last checkpoint, or `time_due` and any came — unless the
+/// database no longer holds what this key signed last (its checkpoint
+/// deleted, or the event there rewritten): a server must not lend its
+/// signature to a chain rewritten under it.
+pub async fn checkpoint_tick(
+    db: &Db,
+    key: &CheckpointKey,
+    signed: &mut Signed,
+    every: i64,
+    time_due: bool,
+    clock: &dyn crate::Clock,
+) -> Result<Tick, StoreError> {
+    let (seq, hash) = store::head(db).await?;
+    let last = store::last_checkpoint(db).await?;
+    if let Some((signed_seq, signed_hash)) = &signed.0 {
+        if last < *signed_seq {
+            return Ok(Tick::Refused(format!(
+                "the checkpoint of event {signed_seq} signed with this key is gone (the last is at {last})"
+            )));
+        }
+        match store::hash_at(db, *signed_seq).await? {
+            Some(stored) if stored == *signed_hash => {}
+            Some(stored) => {
+                return Ok(Tick::Refused(format!(
+                    "event {signed_seq} was signed with hash {signed_hash}, but {stored} is stored"
+                )));
+            }
+            None => {
+                return Ok(Tick::Refused(format!(
+                    "event {signed_seq}, signed with this key, is gone"
+                )));
+            }
+        }
+    }
+    if seq <= last || (seq - last < every && !time_due) {
+        return Ok(Tick::Idle);
+    }
+    let at = partnerdb_store::format_time(clock.now());
+    let checkpoint = key.sign(seq, &hash, &at);
+    let mut tx = db.begin().await?;
+    store::insert_checkpoint(&mut tx, &checkpoint).await?;
+    tx.commit().await?;
+    signed.0 = Some((seq, hash));
+    Ok(Tick::Signed(seq))
 }
 
 /// A refusal the service made, not the policy (a missing record or one

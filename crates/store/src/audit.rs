@@ -878,14 +878,39 @@ pub async fn checkpoints(db: &Db) -> Result<Vec<Checkpoint>, StoreError> {
         .fetch_all(&sql)
         .await?
         .iter()
-        .map(|r| Checkpoint {
-            seq: r.int(0),
-            hash: r.text(1),
-            at: r.text(2),
-            signature: r.text(3),
-            public_key: r.text(4),
-        })
+        .map(checkpoint_from_row)
         .collect())
+}
+
+fn checkpoint_from_row(r: &Row) -> Checkpoint {
+    Checkpoint {
+        seq: r.int(0),
+        hash: r.text(1),
+        at: r.text(2),
+        signature: r.text(3),
+        public_key: r.text(4),
+    }
+}
+
+/// The last checkpoint, if any.
+pub async fn latest_checkpoint(db: &Db) -> Result<Option<Checkpoint>, StoreError> {
+    let mut sql = db.sql();
+    sql.push(
+        "SELECT seq, hash, at, signature, public_key FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+    );
+    Ok(db
+        .fetch_optional(&sql)
+        .await?
+        .as_ref()
+        .map(checkpoint_from_row))
+}
+
+/// The hash stored with the event at `seq`, if there is one.
+pub async fn hash_at(db: &Db, seq: i64) -> Result<Option<String>, StoreError> {
+    let mut sql = db.sql();
+    sql.push("SELECT hash FROM audit_events WHERE seq = ")
+        .bind(seq);
+    Ok(db.fetch_optional(&sql).await?.map(|r| r.text(0)))
 }
 
 /// The last checkpoint's seq (0 when none).
