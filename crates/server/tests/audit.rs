@@ -381,6 +381,75 @@ async fn decisions_and_changes_are_recorded_for_replay() {
     }
 }
 
+/// An update is decided on the record as it was and as it becomes: the
+/// change event keeps both inputs, a plan replays both (a candidate that
+/// refuses a move out of a region is caught), and a reader sees the
+/// values in the classes it may read on both.
+#[tokio::test]
+async fn an_update_keeps_both_of_its_decisions_for_replay() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let (pm_id, pm) = app
+            .principal("pm", &["partner_manager"], None, json!({}))
+            .await;
+        let created = app
+            .post(
+                "/v1/partners",
+                &pm,
+                &json!({"name": "M", "region": "emea", "owner": pm_id}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let path = format!("/v1/partners/{}", created.body["id"].as_str().unwrap());
+        let moved = app.patch(&path, &pm, &json!({"region": "apac"})).await;
+        assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
+        let query = "/v1/audit?resource=partner&action=update&decision=allow";
+        let admin_view = app.get(query, &app.admin_token).await;
+        let detail = &admin_view.body["items"][0]["detail"];
+        assert_eq!(
+            detail["input"]["resource"]["attrs"]["region"], "apac",
+            "{detail}"
+        );
+        assert_eq!(
+            detail["input_before"]["resource"]["attrs"]["region"], "emea",
+            "{detail}"
+        );
+        assert_eq!(detail["input_before"]["principal"]["id"], pm_id.as_str());
+
+        // A candidate under which the manager updates only its partners
+        // in apac: the move out of emea would be refused.
+        let candidate = partnerdb_service::STARTER_POLICY.replace(
+            r#"{ on = "partner",     can = ["read", "create", "update"], fields = ["general"], scope = "owned" },"#,
+            r#"{ on = "partner",     can = ["read", "create"], fields = ["general"], scope = "owned" },
+  { on = "partner",     can = ["update"], fields = ["general"], scope = "owned", when = { region = "apac" } },"#,
+        );
+        assert_ne!(candidate, partnerdb_service::STARTER_POLICY);
+        let source = partnerdb_policy::SourceFile::new("candidate", &candidate);
+        let candidate = partnerdb_policy::CompiledPolicy::compile(
+            partnerdb_policy::parse_policy(&source).unwrap(),
+        );
+        let active = app.service.active_now().await.unwrap();
+        let simulation = app.service.simulate(&active, &candidate, 1).await.unwrap();
+        assert_eq!(
+            simulation["by_route"]["PATCH /v1/partners/{id}"]["allow_to_deny"], 1,
+            "{backend:?}: {simulation}"
+        );
+
+        // The auditor may read neither record: both inputs' values hidden.
+        let (_, auditor) = app.principal("aud", &["auditor"], None, json!({})).await;
+        let auditor_view = app.get(query, &auditor).await;
+        let hidden = &auditor_view.body["items"][0]["detail"];
+        for input in ["input", "input_before"] {
+            assert_eq!(
+                hidden[input]["resource"]["attrs"]["region"], "hidden: not readable by you",
+                "{backend:?} {input}: {hidden}"
+            );
+        }
+    }
+}
+
 /// A change the policy allows and the service then refuses (a stale
 /// `If-Match`, dependents left, a reference to no contract, a reused
 /// `Idempotency-Key`, a field the table lacks), and a list the roles cover

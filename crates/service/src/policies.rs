@@ -766,6 +766,9 @@ struct DetailView<'a> {
     /// The decision input, as stored (batch format).
     #[serde(borrow, default)]
     input: Option<&'a serde_json::value::RawValue>,
+    /// An update's other decision input: the record as it was.
+    #[serde(borrow, default)]
+    input_before: Option<&'a serde_json::value::RawValue>,
     /// Whether the policy made the decision.
     #[serde(default)]
     engine: bool,
@@ -834,13 +837,18 @@ impl Service {
                     Some((view, decision == "allow", route))
                 })
                 .collect();
-            let loaded = partnerdb_policy::simulate::Loaded::load(views.iter().filter_map(
+            // An update was decided twice, both allowed: on the record as
+            // it was (`input_before`) and as it became (`input`).
+            let loaded = partnerdb_policy::simulate::Loaded::load(views.iter().flat_map(
                 |(view, allowed, route)| {
-                    Some(partnerdb_policy::simulate::Recorded {
-                        input: view.input?.get(),
-                        allowed: *allowed,
-                        route,
-                    })
+                    [view.input, view.input_before]
+                        .into_iter()
+                        .flatten()
+                        .map(move |input| partnerdb_policy::simulate::Recorded {
+                            input: input.get(),
+                            allowed: *allowed,
+                            route,
+                        })
                 },
             ));
             load += started.elapsed();

@@ -968,14 +968,18 @@ impl Service {
         {
             records::cascade_partner(&mut tx, &next).await?;
         }
-        let event = self.record_event(
-            caller,
-            "change",
-            Action::Update,
-            &next,
-            &after,
-            json!({"changes": audit::changes(Some(&current), Some(&next))}),
-        );
+        // Both decisions are kept for replay: the one on the record as it
+        // becomes is the event's input, the one on the record as it was is
+        // `input_before` (a candidate policy may refuse either: a move out
+        // of a region, say).
+        let input_before =
+            serde_json::to_value(audit::record_decision_input(caller, "update", &current))
+                .unwrap_or(Json::Null);
+        let extra = json!({
+            "changes": audit::changes(Some(&current), Some(&next)),
+            "input_before": input_before,
+        });
+        let event = self.record_event(caller, "change", Action::Update, &next, &after, extra);
         self.append_in(&mut tx, event).await?;
         tx.commit().await?;
         let read = decide(caller, Action::Read, &next);

@@ -219,8 +219,24 @@ impl Service {
         let mut detail: Json = serde_json::from_str(&event.detail).unwrap_or(Json::Null);
         let resource = &detail["input"]["resource"];
         if resource["attrs"].is_object() || detail["changes"].is_array() {
-            let visible = readable_classes(caller, resource);
+            // An update's record as it was and as it became: a value is
+            // shown only in the classes the reader may read on both.
+            let mut visible = readable_classes(caller, resource);
+            let before = &detail["input_before"]["resource"];
+            if before.is_object() {
+                let was = readable_classes(caller, before);
+                visible.retain(|class| was.contains(class));
+            }
             let readable = |class: &str| visible.contains(&class);
+            if !readable("general")
+                && let Some(attrs) = detail
+                    .pointer_mut("/input_before/resource/attrs")
+                    .and_then(Json::as_object_mut)
+            {
+                for value in attrs.values_mut() {
+                    *value = Json::from(HIDDEN);
+                }
+            }
             if !readable("general")
                 && let Some(attrs) = detail["input"]["resource"]
                     .get_mut("attrs")
