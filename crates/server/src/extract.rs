@@ -220,11 +220,14 @@ fn percent_decode(text: &str) -> Option<String> {
 
 /// Checks a path id: 1 to 64 characters of letters, digits, `-` and `_`.
 pub fn check_id(id: &str) -> Result<(), Problem> {
+    // Text that begins like a token is refused as an id, so that a token
+    // pasted into a path never reaches the trail.
     let ok = !id.is_empty()
         && id.len() <= 64
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !partnerdb_service::auth::looks_like_token(id.as_bytes());
     if ok {
         Ok(())
     } else {
@@ -232,7 +235,7 @@ pub fn check_id(id: &str) -> Result<(), Problem> {
             StatusCode::BAD_REQUEST,
             "invalid_id",
             "Invalid id",
-            "ids are 1 to 64 letters, digits, `-` or `_`",
+            "ids are 1 to 64 letters, digits, `-` or `_`, and not a token",
         ))
     }
 }

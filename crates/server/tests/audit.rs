@@ -325,6 +325,30 @@ async fn decisions_and_changes_are_recorded_for_replay() {
                 refused.body
             );
         }
+        // A token pasted where an id goes (a path, a body, a request id)
+        // is refused as an id and kept nowhere.
+        let pasted = app
+            .get(&format!("/v1/partners/{pm_token}"), &app.admin_token)
+            .await;
+        assert_eq!(pasted.status, StatusCode::BAD_REQUEST, "{:?}", pasted.body);
+        let pasted = app
+            .post(
+                "/v1/contacts",
+                &app.admin_token,
+                &json!({"partner_id": pm_token, "name": "x"}),
+            )
+            .await;
+        assert_eq!(pasted.status, StatusCode::BAD_REQUEST, "{:?}", pasted.body);
+        let pasted = app
+            .request(
+                Method::GET,
+                "/v1/partners?limit=1",
+                Some(&app.admin_token),
+                None,
+                &[("x-request-id", &pm_token)],
+            )
+            .await;
+        assert_eq!(pasted.status, StatusCode::OK, "{:?}", pasted.body);
         let filtered = events(&app, "&resource=contact&action=read").await;
         let filters: Vec<&Value> = filtered
             .iter()

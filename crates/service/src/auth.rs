@@ -90,13 +90,22 @@ impl Clone for DenyMark {
 }
 
 /// Whether a client's `x-request-id` looks like an id (1–64 of letters,
-/// digits and `-_.:`), fit for logs and the audit trail.
+/// digits and `-_.:`), fit for logs and the audit trail. Text that begins
+/// like a token (`pdb_`, `pde_`) is not: a token pasted where an id goes
+/// must not be kept.
 pub fn is_request_id(id: &[u8]) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+        && !looks_like_token(id)
+}
+
+/// Whether text begins like an API or elevation token.
+pub fn looks_like_token(text: &[u8]) -> bool {
+    text.starts_with(TOKEN_PREFIX.as_bytes())
+        || text.starts_with(crate::elevations::ELEVATION_PREFIX.as_bytes())
 }
 
 /// An approved, unexpired, unrevoked elevation presented with a request.
