@@ -107,10 +107,26 @@ fn load_checkpoints(path: &PathBuf) -> anyhow::Result<Vec<Checkpoint>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, line)| {
-            serde_json::from_str(line)
-                .with_context(|| format!("{}:{}: not a checkpoint", path.display(), i + 1))
+            serde_json::from_str(line).map_err(|error| {
+                anyhow::anyhow!(
+                    "{}:{}:{}: not a checkpoint: {}",
+                    path.display(),
+                    i + 1,
+                    error.column(),
+                    without_position(&error)
+                )
+            })
         })
         .collect()
+}
+
+/// A JSON error's message without the " at line L column C" serde_json
+/// ends it with (each line of a checkpoints file is parsed alone, so its
+/// line is always 1: the file's line and column are given in front).
+fn without_position(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let suffix = format!(" at line {} column {}", error.line(), error.column());
+    text.strip_suffix(&suffix).unwrap_or(&text).to_owned()
 }
 
 async fn run_verify(args: VerifyArgs) -> anyhow::Result<Outcome> {
@@ -327,6 +343,19 @@ mod tests {
         assert_eq!(csv_field(Some("a,b")), "\"a,b\"");
         assert_eq!(csv_field(Some("say \"hi\"")), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field(Some("two\nlines")), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn a_bad_checkpoint_line_is_named_by_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kept.jsonl");
+        let good = r#"{"seq":1,"hash":"ab","at":"2026-01-01T00:00:00.000000Z","signature":"cd","public_key":"ef"}"#;
+        std::fs::write(&path, format!("{good}\n\n{good}\n{{\"seq\": x}}\n")).unwrap();
+        let error = super::load_checkpoints(&path).unwrap_err().to_string();
+        let expected = format!("{}:4:9: not a checkpoint: expected value", path.display());
+        assert_eq!(error, expected);
+        std::fs::write(&path, format!("{good}\n")).unwrap();
+        assert_eq!(super::load_checkpoints(&path).unwrap().len(), 1);
     }
 
     #[test]
