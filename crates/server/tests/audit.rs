@@ -411,8 +411,16 @@ async fn decisions_and_changes_are_recorded_for_replay() {
 /// values in the classes it may read on both.
 #[tokio::test]
 async fn an_update_keeps_both_of_its_decisions_for_replay() {
+    // The manager updates its partners in emea by one grant (#1), in apac
+    // by another (#2).
+    let line = r#"{ on = "partner",     can = ["read", "create", "update"], fields = ["general"], scope = "owned" },"#;
+    let split = r#"{ on = "partner",     can = ["read", "create"], fields = ["general"], scope = "owned" },
+  { on = "partner",     can = ["update"], fields = ["general"], scope = "owned", when = { region = "emea" } },
+  { on = "partner",     can = ["update"], fields = ["general"], scope = "owned", when = { region = "apac" } },"#;
+    let policy = partnerdb_service::STARTER_POLICY.replace(line, split);
+    assert_ne!(policy, partnerdb_service::STARTER_POLICY);
     for backend in BACKENDS {
-        let Some(app) = spawn(backend).await else {
+        let Some(app) = partnerdb_testkit::spawn_with_policy(backend, &policy).await else {
             continue;
         };
         let (pm_id, pm) = app
@@ -441,15 +449,28 @@ async fn an_update_keeps_both_of_its_decisions_for_replay() {
             "{detail}"
         );
         assert_eq!(detail["input_before"]["principal"]["id"], pm_id.as_str());
+        assert_eq!(detail["matched"], json!(["partner_manager#2"]), "{detail}");
 
-        // A candidate under which the manager updates only its partners
-        // in apac: the move out of emea would be refused.
-        let candidate = partnerdb_service::STARTER_POLICY.replace(
-            r#"{ on = "partner",     can = ["read", "create", "update"], fields = ["general"], scope = "owned" },"#,
-            r#"{ on = "partner",     can = ["read", "create"], fields = ["general"], scope = "owned" },
-  { on = "partner",     can = ["update"], fields = ["general"], scope = "owned", when = { region = "apac" } },"#,
+        // Both grants served the move: both are counted as used.
+        let usage = app.get("/v1/usage?kind=grant", &app.admin_token).await;
+        for grant in ["partner_manager#1", "partner_manager#2"] {
+            let counter = usage.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == grant)
+                .unwrap_or_else(|| panic!("{backend:?}: {grant} unused in {:?}", usage.body));
+            assert_eq!(counter["allows"], 1, "{backend:?}: {counter}");
+        }
+
+        // A candidate without the emea grant: the move out of emea would
+        // be refused (its decision on the record as it was).
+        let candidate = policy.replace(
+            r#"  { on = "partner",     can = ["update"], fields = ["general"], scope = "owned", when = { region = "emea" } },
+"#,
+            "",
         );
-        assert_ne!(candidate, partnerdb_service::STARTER_POLICY);
+        assert_ne!(candidate, policy);
         let source = partnerdb_policy::SourceFile::new("candidate", &candidate);
         let candidate = partnerdb_policy::CompiledPolicy::compile(
             partnerdb_policy::parse_policy(&source).unwrap(),

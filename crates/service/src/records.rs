@@ -979,7 +979,15 @@ impl Service {
             "changes": audit::changes(Some(&current), Some(&next)),
             "input_before": input_before,
         });
-        let event = self.record_event(caller, "change", Action::Update, &next, &after, extra);
+        let mut event = self.record_event(caller, "change", Action::Update, &next, &after, extra);
+        // Both decisions' grants were used: the usage counters count the
+        // grants that allowed the update on the record as it was too.
+        for &grant in before.matched.iter() {
+            let label = caller.policy.label(grant);
+            if !event.matched.iter().any(|m| m == label) {
+                event.matched.push(label.to_owned());
+            }
+        }
         self.append_in(&mut tx, event).await?;
         tx.commit().await?;
         let read = decide(caller, Action::Read, &next);

@@ -197,6 +197,9 @@ fn usage_deltas(events: &[NewEvent]) -> UsageDeltas {
                 .iter()
                 .map(|g| g.split('#').next().unwrap_or(g))
                 .collect();
+            // Once per event, however its grants are ordered (an update
+            // counts the grants of both its decisions).
+            roles.sort_unstable();
             roles.dedup();
             for role in roles {
                 bump("role", role);
