@@ -580,3 +580,98 @@ async fn an_elevation_asked_under_an_older_policy_is_refused_at_approval() {
         );
     }
 }
+
+/// A plan's usage findings and counts per principal name principals and
+/// when they last acted: shown to a reader of the trail, not to one that
+/// may only read the policy.
+#[tokio::test]
+async fn a_plan_shows_usage_only_to_readers_of_the_trail() {
+    let policy = format!(
+        "{}\n[roles.reviewer]\ndescription = \"Reads the policy and its plans\"\ngrants = [ {{ on = \"policy\", can = [\"read\"] }} ]\n",
+        starter()
+    );
+    for backend in BACKENDS {
+        let Some(app) = partnerdb_testkit::spawn_with_policy(backend, &policy).await else {
+            continue;
+        };
+        let (_, reviewer) = app
+            .principal("policy reviewer", &["reviewer"], None, json!({}))
+            .await;
+        app.principal("Jane Doe", &["read_only", "read_write"], None, json!({}))
+            .await;
+        let path = "/v1/policy/versions/1/plan";
+        let admin_plan = app.get(path, &app.admin_token).await;
+        assert_eq!(admin_plan.status, StatusCode::OK, "{:?}", admin_plan.body);
+        assert!(
+            admin_plan.body["usage_lint"]
+                .to_string()
+                .contains("Jane Doe"),
+            "{backend:?}: {}",
+            admin_plan.body["usage_lint"]
+        );
+        assert_eq!(admin_plan.body["usage_lint_redacted"], false);
+        let plan = app.get(path, &reviewer).await;
+        assert_eq!(plan.status, StatusCode::OK, "{:?}", plan.body);
+        assert_eq!(plan.body["usage_lint"], json!([]), "{backend:?}");
+        assert_eq!(plan.body["usage_lint_redacted"], true);
+        assert_eq!(plan.body["simulation"]["by_principal"], json!({}));
+        assert!(
+            !plan.body.to_string().contains("Jane Doe"),
+            "{backend:?}: {}",
+            plan.body
+        );
+    }
+}
+
+/// A refused proposal's diagnostics quote the proposed text (its messages
+/// and the line under them): the trail keeps their codes and positions
+/// only.
+#[tokio::test]
+async fn a_refused_proposal_leaves_its_text_out_of_the_trail() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let content = format!(
+            "{}\n[roles.x]\ndescription = \"ask Jane Doe\"\ngrants = [ {{ on = \"contrac\", can = [\"read\"] }} ] # +44 7700 900123\n",
+            starter()
+        );
+        let refused = propose(&app, &content).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::BAD_REQUEST,
+            "{:?}",
+            refused.body
+        );
+        assert_eq!(refused.body["code"], "policy_invalid");
+        assert!(
+            refused.body["detail"].as_str().unwrap().contains("7700"),
+            "the answer shows the line: {:?}",
+            refused.body
+        );
+        let events = partnerdb_store::audit::events_after(app.service.db(), 0, 10_000)
+            .await
+            .unwrap();
+        let refusal = events
+            .iter()
+            .find(|e| e.event.detail.contains("policy_invalid"))
+            .unwrap_or_else(|| panic!("{backend:?}: no refusal event"));
+        assert!(
+            refusal
+                .event
+                .detail
+                .contains("the proposed policy was refused (policy_invalid): error["),
+            "{}",
+            refusal.event.detail
+        );
+        for event in &events {
+            for text in ["7700", "Jane", "contrac\\\""] {
+                assert!(
+                    !event.event.detail.contains(text),
+                    "{backend:?}: `{text}` in {}",
+                    event.event.detail
+                );
+            }
+        }
+    }
+}

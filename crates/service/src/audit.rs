@@ -735,6 +735,41 @@ fn detail(caller: &Caller, draft: &Draft<'_>) -> (String, Vec<String>) {
     (text, matched)
 }
 
+/// What the trail keeps of a refused policy's diagnostics: each one's
+/// severity, code and position, not its message nor the snippet under it,
+/// which quote the proposed text (any of which may be personal data: a
+/// description, a comment).
+fn refusal_reason(code: &str, reason: &str) -> String {
+    if code != "policy_invalid" && code != "policy_lint_errors" {
+        return reason.to_owned();
+    }
+    let mut found: Vec<String> = Vec::new();
+    for line in reason.lines() {
+        let header = ["error[", "warning[", "info["]
+            .iter()
+            .find(|prefix| line.starts_with(**prefix))
+            .and_then(|_| line.split_once("]: "))
+            .map(|(head, _)| head);
+        if let Some(head) = header {
+            found.push(format!("{head}]"));
+        } else if let Some(at) = line.trim_start().strip_prefix("--> ")
+            && let Some(last) = found.last_mut()
+            && !last.contains(" at ")
+        {
+            last.push_str(" at ");
+            last.push_str(at);
+        }
+    }
+    format!(
+        "the proposed policy was refused ({code}): {}",
+        if found.is_empty() {
+            "(no diagnostic)".to_owned()
+        } else {
+            found.join("; ")
+        }
+    )
+}
+
 /// A refusal's reason as the trail keeps it: what an error text quotes
 /// from the request (between backticks: a parameter's or field's name, a
 /// value) stays only if it looks like a name or an id (1–64 letters,
@@ -846,7 +881,7 @@ impl Service {
                     resource_id: refusal.resource_id,
                     partner_id: refusal.partner_id,
                     decision: &refused,
-                    reason: Some(refusal.reason.to_owned()),
+                    reason: Some(refusal_reason(refusal.code, refusal.reason)),
                     input: input(
                         caller,
                         refusal.action,

@@ -934,32 +934,46 @@ impl Service {
         let lockout_ok = admins_after.len() >= min || admins_after.len() > admins_now.len();
         let mut simulation = self.simulate(&in_force, &candidate, days).await?;
         // Who did what is the trail's and the principals' business: shown
-        // only to those who may read them.
-        if !caller.allows(ResourceType::Audit, Action::Read) {
+        // only to those who may read them, across every partner (as
+        // /v1/usage: not to a principal bound to one).
+        let reads_usage = caller.allows(ResourceType::Audit, Action::Read)
+            && caller.principal.partner_id.is_none();
+        if !reads_usage {
             simulation["examples"] = json!([]);
             simulation["by_principal"] = json!({});
-            simulation["redacted"] = json!("examples and counts per principal need audit:read");
+            simulation["redacted"] =
+                json!("examples and counts per principal need audit:read and no partner binding");
         }
         if !caller.allows(ResourceType::Principal, Action::Read) {
             for entry in &mut principals {
                 entry["id"] = Json::Null;
             }
         }
-        // The findings that need this deployment's bindings and usage.
-        let facts =
-            crate::trail::usage_facts(self.db(), self.clock().now().as_second(), USAGE_UNUSED_DAYS)
-                .await
-                .map_err(|error| match error {
-                    crate::trail::FactsError::Store(store) => ServiceError::Store(store),
-                    other => ServiceError::conflict("usage_unreadable", other.to_string()),
-                })?;
-        let source = SourceFile::new("proposed policy", &version.content);
-        let usage: Vec<Json> = partnerdb_policy::lint_usage::lint_usage(candidate.policy(), &facts)
-            .iter()
-            .map(|d| d.to_json(&source))
-            .collect();
+        // The findings that need this deployment's bindings and usage
+        // (they name principals and when they last acted): for the same
+        // readers.
+        let usage: Json = if reads_usage {
+            let facts = crate::trail::usage_facts(
+                self.db(),
+                self.clock().now().as_second(),
+                USAGE_UNUSED_DAYS,
+            )
+            .await
+            .map_err(|error| match error {
+                crate::trail::FactsError::Store(store) => ServiceError::Store(store),
+                other => ServiceError::conflict("usage_unreadable", other.to_string()),
+            })?;
+            let source = SourceFile::new("proposed policy", &version.content);
+            partnerdb_policy::lint_usage::lint_usage(candidate.policy(), &facts)
+                .iter()
+                .map(|d| d.to_json(&source))
+                .collect()
+        } else {
+            json!([])
+        };
         Ok(json!({
             "usage_lint": usage,
+            "usage_lint_redacted": !reads_usage,
             "version": version_json(&version, false),
             "against": active_row.hash,
             "against_number": active_row.number,
