@@ -94,15 +94,22 @@ pub fn router(state: AppState) -> axum::Router {
             }),
         )
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
-        .fallback(not_found)
-        .method_not_allowed_fallback(|| async {
-            Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "Method not allowed",
-                "this route does not take that method; see /openapi.json",
-            )
-        })
+        .fallback(
+            |State(state): State<AppState>, parts: axum::http::request::Parts| async move {
+                refusal::refuse_unrouted(&state, parts, not_found().await).await
+            },
+        )
+        .method_not_allowed_fallback(
+            |State(state): State<AppState>, parts: axum::http::request::Parts| async move {
+                let problem = Problem::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "Method not allowed",
+                    "this route does not take that method; see /openapi.json",
+                );
+                refusal::refuse_unrouted(&state, parts, problem).await
+            },
+        )
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -13,14 +13,16 @@
 
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::extract::{FromRequestParts as _, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use partnerdb_service::Caller;
 use partnerdb_service::audit::Refusal;
 
 use crate::AppState;
+use crate::extract::Auth;
 use crate::problem::Problem;
 
 /// The caller of a request, once authenticated.
@@ -88,6 +90,36 @@ pub async fn record_refusals(
     };
     match state.service.record_refusal(caller, &refusal).await {
         Ok(()) => response,
+        Err(error) => Problem::from(error).into_response(),
+    }
+}
+
+/// Answers a request no route takes (no such route, or not that method)
+/// with `problem`, and records the refusal like any other when the request
+/// carries a token that authenticates: an authenticated caller's probes of
+/// routes that do not exist are in the trail too. Without a token the
+/// answer is the same and nothing is written; with one that does not
+/// authenticate, the answer is its 401.
+pub async fn refuse_unrouted(state: &AppState, mut parts: Parts, problem: Problem) -> Response {
+    if !parts.headers.contains_key(header::AUTHORIZATION) {
+        return problem.into_response();
+    }
+    let caller = match Auth::from_request_parts(&mut parts, state).await {
+        Ok(Auth(caller)) => caller,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let target = route_target(&parts.method, "", parts.uri.path());
+    let refusal = Refusal {
+        action: &target.action,
+        resource_type: target.resource_type,
+        resource_id: None,
+        partner_id: None,
+        status: problem.status.as_u16(),
+        code: problem.code,
+        reason: &problem.detail,
+    };
+    match state.service.record_refusal(&caller, &refusal).await {
+        Ok(()) => problem.into_response(),
         Err(error) => Problem::from(error).into_response(),
     }
 }

@@ -876,7 +876,29 @@ async fn every_refusal_of_an_authenticated_request_is_recorded() {
             &'a str,
             &'a str,
         );
-        let cases: [Case<'_>; 9] = [
+        let cases: [Case<'_>; 11] = [
+            // No route takes it: recorded too, for a caller that
+            // authenticates.
+            (
+                "no-route",
+                Method::GET,
+                "/v1/nothing".to_owned(),
+                &admin,
+                None,
+                404,
+                "no_route",
+                "route",
+            ),
+            (
+                "no-method",
+                Method::PUT,
+                "/v1/partners".to_owned(),
+                &admin,
+                None,
+                405,
+                "method_not_allowed",
+                "route",
+            ),
             // An error text quoting free text from the request: the trail
             // keeps the reason, the quoted text withheld.
             (
@@ -981,6 +1003,22 @@ async fn every_refusal_of_an_authenticated_request_is_recorded() {
                 assert_eq!(problem["code"], *code, "{backend:?} {rid}: {problem}");
             }
         }
+        // Without a token, the same answer and nothing written.
+        let (head, _) = partnerdb_store::audit::head(app.service.db())
+            .await
+            .unwrap();
+        let anonymous = app
+            .request(Method::GET, "/v1/nothing", None, None, &[])
+            .await;
+        assert_eq!(anonymous.status, StatusCode::NOT_FOUND, "{backend:?}");
+        assert_eq!(
+            partnerdb_store::audit::head(app.service.db())
+                .await
+                .unwrap()
+                .0,
+            head,
+            "{backend:?}"
+        );
         let all = events(&app, "&decision=deny").await;
         for (rid, _, _, _, _, status, _, resource_type) in &cases {
             let denies: Vec<&Value> = all
