@@ -151,6 +151,15 @@ impl From<ServiceError> for Problem {
             ServiceError::Store(StoreError::Reference) | ServiceError::Store(StoreError::Conflict) => {
                 Problem::new(StatusCode::CONFLICT, code, "Conflict", detail)
             }
+            ServiceError::Store(StoreError::Sync(why)) => {
+                tracing::error!(%why, "a change's commit could not be synced to disk");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_failed",
+                    "Storage unavailable",
+                    "the change was committed but could not be synced to disk: it may or may not be kept; this server refuses writes until it is restarted",
+                )
+            }
             ServiceError::Store(store) => {
                 tracing::error!(error = %store, "storage failed");
                 Problem::new(

@@ -83,6 +83,11 @@ pub enum StoreError {
     /// nothing committed since is known to be on disk.
     #[error("the database cannot be synced to disk: {0}")]
     Sync(String),
+    /// A write refused before it began: an earlier sync failed, and
+    /// nothing is written after that (what would be committed could not
+    /// be said to be kept or not). Nothing was changed.
+    #[error("writes are refused since the database could not be synced to disk: {0}")]
+    SyncFailedBefore(String),
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),

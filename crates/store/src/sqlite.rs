@@ -232,6 +232,12 @@ impl Sqlite {
     /// database's write lock is taken now, not at the first write).
     pub(crate) async fn begin(&self) -> Result<SqliteTx, StoreError> {
         let conn = Arc::clone(&self.writer).lock_owned().await;
+        // After a failed sync nothing more is written: a commit now would
+        // be answered as failed (its sync can never be had) yet might be
+        // kept, so that a client's retry would be made twice.
+        if let Synced::Failed(why) = &*self.sync.synced.borrow() {
+            return Err(StoreError::SyncFailedBefore(why.clone()));
+        }
         if !conn.is_autocommit() {
             // A transaction left open by a failed rollback.
             conn.execute_batch("ROLLBACK")?;
@@ -687,17 +693,33 @@ mod tests {
             matches!(&error, StoreError::Sync(why) if why.contains("injected")),
             "{error}"
         );
-        // And a plain commit reports it too.
+        // No write begins after it: nothing more is committed that could
+        // be kept though its answer said it failed.
+        assert!(
+            matches!(db.begin().await, Err(StoreError::SyncFailedBefore(why)) if why.contains("injected")),
+            "a write after a failed sync must be refused before it begins"
+        );
+        let rows = db
+            .fetch_all(&statement("SELECT count(*) FROM t"))
+            .expect("count");
+        assert_eq!(rows[0].int(0), 1, "only the write made before the failure");
+    }
+
+    #[tokio::test]
+    async fn a_commit_made_while_a_sync_fails_is_not_acknowledged() {
+        // Synced only when waited for (no lazy sync within the test).
+        let (_scratch, db) = syncing("failing", Duration::from_secs(3600)).await;
+        let first = write(&db, "INSERT INTO t VALUES (1)").await;
+        // A transaction begun before the failure commits after it: its
+        // check and its wait both fail.
         let tx = db.begin().await.expect("begin");
         tx.execute(&statement("INSERT INTO t VALUES (2)"))
             .expect("insert");
-        assert!(matches!(tx.commit().await, Err(StoreError::Sync(_))));
-        // A commit made after the failure is refused without waiting.
-        let later = write(&db, "INSERT INTO t VALUES (3)").await;
-        assert!(
-            matches!(later.check(), Err(StoreError::Sync(why)) if why.contains("injected")),
-            "a commit after a failed sync must not pass the check"
-        );
+        db.sync.fail_next("injected: the disk refused the write");
+        assert!(matches!(first.wait().await, Err(StoreError::Sync(_))));
+        let second = tx.commit_unsynced().expect("commit");
+        assert!(matches!(second.check(), Err(StoreError::Sync(_))));
+        assert!(matches!(second.wait().await, Err(StoreError::Sync(_))));
     }
 
     /// A fresh database syncing unwaited commits `lazy` after the last
