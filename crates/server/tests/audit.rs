@@ -1356,6 +1356,52 @@ async fn a_partner_bound_reader_sees_its_partner_only() {
                 assert!(!items.is_empty(), "{backend:?} {query}");
             }
         }
+        // Another partner's client probing this partner's record: the
+        // event is this partner's, the prober is not (hidden whole, in
+        // the reason too); staff keep their id, not their attributes.
+        let (prober_id, prober) = app
+            .principal(
+                "prober",
+                &["api_client"],
+                Some(&other),
+                json!({"region": "apac"}),
+            )
+            .await;
+        let probe = app.get(&format!("/v1/partners/{own}"), &prober).await;
+        assert_eq!(probe.status, StatusCode::NOT_FOUND, "{backend:?}");
+        let page = app
+            .get("/v1/audit?decision=deny&resource=partner", &client)
+            .await;
+        let probed = &page.body["items"][0];
+        assert_eq!(probed["resource_id"], own.as_str(), "{backend:?}: {probed}");
+        let shown = probed.to_string();
+        for secret in [prober_id.as_str(), other.as_str(), "apac"] {
+            assert!(
+                !shown.contains(secret),
+                "{backend:?}: `{secret}` in {shown}"
+            );
+        }
+        assert_eq!(probed["principal_id"], "hidden: not readable by you");
+        let admin_view = app
+            .get("/v1/audit?decision=deny&resource=partner", &app.admin_token)
+            .await;
+        assert_eq!(
+            admin_view.body["items"][0]["principal_id"],
+            prober_id.as_str(),
+            "{backend:?}"
+        );
+        let staff = app
+            .get(
+                "/v1/audit?resource=partner&action=read&decision=allow",
+                &client,
+            )
+            .await;
+        let staff = &staff.body["items"][0];
+        assert_eq!(
+            staff["principal_id"],
+            app.admin_id.as_str(),
+            "{backend:?}: {staff}"
+        );
         let usage = app.get("/v1/usage", &client).await;
         assert_eq!(
             usage.status,

@@ -268,11 +268,16 @@ impl Service {
             }
         }
         hide_list_filters(caller, &mut detail, HIDDEN);
+        let principal_id = if hide_other_principal(caller, &mut detail, HIDDEN) {
+            Some(HIDDEN)
+        } else {
+            event.principal_id.as_deref()
+        };
         json!({
             "seq": event.seq,
             "at": event.at,
             "kind": event.kind,
-            "principal_id": event.principal_id,
+            "principal_id": principal_id,
             "action": event.action,
             "resource_type": event.resource_type,
             "resource_id": event.resource_id,
@@ -531,6 +536,62 @@ pub async fn usage_facts(
         }
     }
     Ok(facts)
+}
+
+/// What a reader bound to a partner sees of the principal an event of its
+/// partner names: the principal of another partner (one that probed this
+/// partner's records) is theirs, not this partner's, and is hidden whole
+/// (id, partner, roles, attributes); an operator's staff (bound to no
+/// partner) keep their id and roles, their attributes hidden. Whether the
+/// principal was hidden whole (then so is the event's `principal_id`).
+fn hide_other_principal(caller: &Caller, detail: &mut Json, hidden: &str) -> bool {
+    let Some(own) = caller.principal.partner_id.as_deref() else {
+        return false;
+    };
+    let mut whole = false;
+    // Their id and partner, which a deny reason names too (`scope
+    // own_partner (principal partner …)`).
+    let mut named: Vec<String> = Vec::new();
+    for input in ["input", "input_before"] {
+        let Some(principal) = detail
+            .get_mut(input)
+            .and_then(|input| input.get_mut("principal"))
+            .and_then(Json::as_object_mut)
+        else {
+            continue;
+        };
+        let theirs = match principal.get("partner_id") {
+            Some(Json::String(partner)) => partner != own,
+            _ => false,
+        };
+        let staff = matches!(principal.get("partner_id"), None | Some(Json::Null));
+        if theirs {
+            whole = true;
+            for key in ["id", "partner_id"] {
+                if let Some(Json::String(text)) = principal.get(key) {
+                    named.push(text.clone());
+                }
+            }
+            for key in ["id", "partner_id", "roles"] {
+                if principal.contains_key(key) {
+                    principal.insert(key.into(), Json::from(hidden));
+                }
+            }
+        }
+        if (theirs || staff)
+            && let Some(attrs) = principal.get_mut("attrs").and_then(Json::as_object_mut)
+        {
+            for value in attrs.values_mut() {
+                *value = Json::from(hidden);
+            }
+        }
+    }
+    if let Some(Json::String(reason)) = detail.get_mut("reason") {
+        for text in named.iter().filter(|text| !text.is_empty()) {
+            *reason = reason.replace(text.as_str(), hidden);
+        }
+    }
+    whole
 }
 
 /// A deny reason with the record's attribute values it quotes hidden: a
