@@ -1,4 +1,4 @@
-//! SIGKILL in the middle of a stream of writes: after a restart, every
+//! SIGKILL in the middle of a stream of writes (creates and updates): after a restart, every
 //! acknowledged write has its record and its audit event, no event lacks
 //! its write, and the chain verifies; and in the middle of a stream of
 //! reads answered at their event's commit: every answered read has its
@@ -121,14 +121,17 @@ fn acknowledged_writes_survive_sigkill_with_their_events() {
     let server = runtime.block_on(serve(&setup, &[]));
     let base = server.base.clone();
     let acknowledged = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    // Partners whose rename (an update, after its create) was answered.
+    let renamed = Arc::new(Mutex::new(BTreeSet::<String>::new()));
     runtime.block_on(async {
         let mut writers = Vec::new();
         for w in 0..8 {
-            let (client, base, token, acknowledged) = (
+            let (client, base, token, acknowledged, renamed) = (
                 client.clone(),
                 base.clone(),
                 token.clone(),
                 acknowledged.clone(),
+                renamed.clone(),
             );
             writers.push(tokio::spawn(async move {
                 for i in 0.. {
@@ -148,10 +151,23 @@ fn acknowledged_writes_survive_sigkill_with_their_events() {
                     let Ok(created) = response.json::<serde_json::Value>().await else {
                         return;
                     };
-                    acknowledged
-                        .lock()
-                        .unwrap()
-                        .insert(created["id"].as_str().unwrap().to_owned());
+                    let id = created["id"].as_str().unwrap().to_owned();
+                    acknowledged.lock().unwrap().insert(id.clone());
+                    let Ok(response) = client
+                        .patch(format!("{base}/v1/partners/{id}"))
+                        .bearer_auth(&token)
+                        .json(&serde_json::json!({"name": format!("w{w}-{i} renamed")}))
+                        .send()
+                        .await
+                    else {
+                        return;
+                    };
+                    if response.status() != reqwest::StatusCode::OK
+                        || response.bytes().await.is_err()
+                    {
+                        return;
+                    }
+                    renamed.lock().unwrap().insert(id);
                 }
             }));
         }
@@ -159,18 +175,34 @@ fn acknowledged_writes_survive_sigkill_with_their_events() {
         kill_once(server, &acknowledged, 150, writers).await;
     });
     let acknowledged = acknowledged.lock().unwrap().clone();
-    assert!(acknowledged.len() >= 150);
+    let renamed = renamed.lock().unwrap().clone();
+    assert!(!renamed.is_empty());
 
     // The chain verifies after the crash.
     assert_verifies(&setup.data);
 
-    let (records, created_events) = runtime.block_on(async {
+    let (records, created_events, renamed_records, renamed_events) = runtime.block_on(async {
         let server = serve(&setup, &[]).await;
-        let records: BTreeSet<String> = all_items(&setup, &server.base, "/v1/partners?")
-            .await
+        let partners = all_items(&setup, &server.base, "/v1/partners?").await;
+        let records: BTreeSet<String> = partners
             .iter()
             .map(|p| p["id"].as_str().unwrap().to_owned())
             .collect();
+        let renamed_records: BTreeSet<String> = partners
+            .iter()
+            .filter(|p| p["name"].as_str().unwrap().ends_with(" renamed"))
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect();
+        let renamed_events: BTreeSet<String> = all_items(
+            &setup,
+            &server.base,
+            "/v1/audit?resource=partner&action=update&decision=allow",
+        )
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "change")
+        .map(|e| e["resource_id"].as_str().unwrap().to_owned())
+        .collect();
         let events: BTreeSet<String> = all_items(
             &setup,
             &server.base,
@@ -182,8 +214,16 @@ fn acknowledged_writes_survive_sigkill_with_their_events() {
         .map(|e| e["resource_id"].as_str().unwrap().to_owned())
         .collect();
         server.stop();
-        (records, events)
+        (records, events, renamed_records, renamed_events)
     });
+    assert!(
+        renamed.is_subset(&renamed_records),
+        "an acknowledged update was lost"
+    );
+    assert_eq!(
+        renamed_events, renamed_records,
+        "every update has its event and every event its update"
+    );
     assert!(
         acknowledged.is_subset(&records),
         "an acknowledged write was lost"
@@ -196,6 +236,9 @@ fn acknowledged_writes_survive_sigkill_with_their_events() {
         created_events, records,
         "every event has its write and every write its event"
     );
+    // And still after the restart, which appended to the chain (its start
+    // and the reads above).
+    assert_verifies(&setup.data);
 }
 
 /// Reads answered once their event is committed, not yet synced
@@ -278,6 +321,7 @@ fn reads_answered_at_the_commit_keep_their_events_through_sigkill() {
         answered.len(),
         lost.first()
     );
+    assert_verifies(&setup.data);
 }
 
 /// Every start is in the trail with how durable its read events are, so
