@@ -1,6 +1,6 @@
-//! SIGKILL in the middle of a stream of writes (creates and updates): after a restart, every
-//! acknowledged write has its record and its audit event, no event lacks
-//! its write, and the chain verifies; and in the middle of a stream of
+//! SIGKILL in the middle of a stream of writes (creates and updates):
+//! after a restart, every acknowledged write has its record and its audit
+//! event, no event lacks its write, and the chain verifies; and in the middle of a stream of
 //! reads answered at their event's commit: every answered read has its
 //! event. And every start is recorded with how durable its read events
 //! are.
