@@ -3,7 +3,7 @@
 //! lists, so that they cannot drift apart).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
@@ -13,7 +13,7 @@ use partnerdb_store::schema::RECORD_TYPES;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::extract::{Auth, JsonBody, OptionalJson, QueryPairs, check_id, header_text};
+use crate::extract::{Auth, JsonBody, OptionalJson, Path, QueryPairs, check_id, header_text};
 use crate::problem::Problem;
 
 /// The URL segment of a record type.

@@ -285,3 +285,32 @@ mod tests {
         assert!(check_id(&"x".repeat(65)).is_err());
     }
 }
+
+/// Path parameters, as axum's `Path` reads them, with its refusals (an id
+/// that is not UTF-8 once decoded, say) answered as problem+json
+/// (`invalid_id`) like every other: axum's own answer is plain text.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Path<T>, Problem> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_id",
+                "Invalid id",
+                format!(
+                    "{}; ids are 1 to 64 letters, digits, `-` or `_`",
+                    rejection.body_text()
+                ),
+            )),
+        }
+    }
+}

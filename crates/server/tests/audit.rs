@@ -876,7 +876,18 @@ async fn every_refusal_of_an_authenticated_request_is_recorded() {
             &'a str,
             &'a str,
         );
-        let cases: [Case<'_>; 11] = [
+        let cases: [Case<'_>; 12] = [
+            // A path the router's own extractor refuses: problem+json too.
+            (
+                "bad-utf8",
+                Method::GET,
+                "/v1/partners/%FF".to_owned(),
+                &admin,
+                None,
+                400,
+                "invalid_id",
+                "partner",
+            ),
             // No route takes it: recorded too, for a caller that
             // authenticates.
             (
