@@ -107,6 +107,8 @@ type Ack = oneshot::Sender<Result<(), String>>;
 #[derive(Debug, Clone)]
 pub struct AuditWriter {
     queue: mpsc::Sender<(NewEvent, Ack)>,
+    /// What answers wait for.
+    pub(crate) durability: ReadDurability,
     #[cfg(feature = "bench-bare")]
     pub(crate) bench_unaudited: bool,
 }
@@ -162,6 +164,7 @@ impl AuditWriter {
         });
         AuditWriter {
             queue,
+            durability,
             #[cfg(feature = "bench-bare")]
             bench_unaudited: false,
         }
@@ -912,6 +915,21 @@ impl Service {
             }
             other => other,
         }
+    }
+
+    /// For a read whose event is recorded before it reads (so that its
+    /// answer may show commits made after the event's sync): with answers
+    /// on disk, waits until everything committed so far is on disk too, as
+    /// the answer's event is. Reads of records need none of this: their
+    /// event is committed after what they read.
+    pub(crate) async fn settle_read(&self) -> Result<(), ServiceError> {
+        if self.audit.durability == ReadDurability::Disk {
+            self.db()
+                .settle()
+                .await
+                .map_err(|error| ServiceError::AuditUnavailable(error.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Records a read or deny event through the batched writer and waits

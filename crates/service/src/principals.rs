@@ -304,11 +304,13 @@ impl Service {
     ) -> Result<Vec<Json>, ServiceError> {
         self.decide_principal(caller, Action::Read, "*", true)
             .await?;
-        Ok(store::list(self.db(), after, limit.clamp(1, 500))
+        let listed = store::list(self.db(), after, limit.clamp(1, 500))
             .await?
             .iter()
             .map(principal_json)
-            .collect())
+            .collect();
+        self.settle_read().await?;
+        Ok(listed)
     }
 
     /// Reads a principal.
@@ -318,6 +320,7 @@ impl Service {
         let principal = store::get(self.db(), id)
             .await?
             .ok_or(ServiceError::NotFound("principal"))?;
+        self.settle_read().await?;
         Ok(principal_json(&principal))
     }
 
@@ -686,11 +689,13 @@ impl Service {
         if store::get(self.db(), id).await?.is_none() {
             return Err(ServiceError::NotFound("principal"));
         }
-        Ok(store::credentials(self.db(), id)
+        let credentials = store::credentials(self.db(), id)
             .await?
             .iter()
             .map(credential_json)
-            .collect())
+            .collect();
+        self.settle_read().await?;
+        Ok(credentials)
     }
 
     /// Issues a credential: `{"expires_in_days": 1..=366}` (default 90).

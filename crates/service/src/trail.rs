@@ -206,6 +206,7 @@ impl Service {
             )),
             _ => None,
         };
+        self.settle_read().await?;
         Ok(json!({"items": items, "next_cursor": next_cursor}))
     }
 
@@ -331,6 +332,7 @@ impl Service {
             }
         }
         let rows = store::usage(self.db(), kind, None).await?;
+        self.settle_read().await?;
         Ok(json!({"items": rows.iter().map(usage_json).collect::<Vec<_>>()}))
     }
 
@@ -361,6 +363,7 @@ impl Service {
         self.record(event).await?;
         let mut me = crate::me::me(caller);
         me["usage"] = self.own_usage(caller).await?;
+        self.settle_read().await?;
         Ok(me)
     }
 

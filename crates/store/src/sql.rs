@@ -508,6 +508,15 @@ impl Db {
         Ok(())
     }
 
+    /// Waits until every commit made so far is durable (SQLite: on disk,
+    /// its WAL synced; PostgreSQL's commits are durable once made).
+    pub async fn settle(&self) -> Result<(), StoreError> {
+        match &self.pools {
+            Pools::Sqlite(sqlite) => sqlite.settle().await,
+            Pools::Postgres(_) => Ok(()),
+        }
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let sql = {

@@ -249,6 +249,29 @@ impl Sqlite {
         })
     }
 
+    /// Waits until every commit made so far is on disk: for a read that
+    /// may have seen commits whose sync nobody has waited for yet. The
+    /// writer is taken for a moment, so that a commit already visible has
+    /// its number counted (it is counted just after its `COMMIT`, with the
+    /// writer still held).
+    pub(crate) async fn settle(&self) -> Result<(), StoreError> {
+        let ticket = {
+            let _writer = self.writer.lock().await;
+            self.sync
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .committed
+        };
+        Durable {
+            ticket,
+            synced: self.sync.synced.subscribe(),
+            sync: Arc::downgrade(&self.sync),
+        }
+        .wait()
+        .await
+    }
+
     /// Applies what it can of the WAL to the database without waiting for
     /// readers or the writer (a passive checkpoint), on a connection of its
     /// own and a blocking thread.
@@ -703,6 +726,28 @@ mod tests {
             .fetch_all(&statement("SELECT count(*) FROM t"))
             .expect("count");
         assert_eq!(rows[0].int(0), 1, "only the write made before the failure");
+    }
+
+    #[tokio::test]
+    async fn settling_waits_for_every_commit_made_so_far() {
+        let through = |db: &Sqlite| match &*db.sync.synced.borrow() {
+            Synced::Through(n) => *n,
+            Synced::Failed(why) => panic!("{why}"),
+        };
+        // Synced only when waited for (no lazy sync within the test).
+        let (_scratch, db) = syncing("settle", Duration::from_secs(3600)).await;
+        let pending = write(&db, "INSERT INTO t VALUES (1)").await;
+        assert!(through(&db) < pending.ticket, "nobody waited for it yet");
+        tokio::time::timeout(Duration::from_secs(10), db.settle())
+            .await
+            .expect("settled within 10 s")
+            .expect("synced");
+        assert!(through(&db) >= pending.ticket);
+        // After a failed sync, settling fails too.
+        let later = write(&db, "INSERT INTO t VALUES (2)").await;
+        db.sync.fail_next("injected: the disk refused the write");
+        assert!(matches!(later.wait().await, Err(StoreError::Sync(_))));
+        assert!(matches!(db.settle().await, Err(StoreError::Sync(_))));
     }
 
     #[tokio::test]
