@@ -1766,6 +1766,53 @@ async fn the_checkpointer_signs_nothing_once_what_it_signed_is_altered() {
     }
 }
 
+/// Servers sharing a key: each takes the other's latest checkpoint as its
+/// own, so that the deletion of one the other signed stops it too.
+#[tokio::test]
+async fn servers_sharing_a_key_follow_each_others_checkpoints() {
+    use partnerdb_service::audit::{Signed, Tick, checkpoint_tick};
+    for backend in BACKENDS {
+        let Some(app) = spawn_configured(backend, partnerdb_service::STARTER_POLICY, |config| {
+            config.key = None;
+        })
+        .await
+        else {
+            continue;
+        };
+        let db = app.service.db();
+        let tick = async |signed: &mut Signed| {
+            checkpoint_tick(db, &app.key, signed, 1_000, true, app.clock.as_ref())
+                .await
+                .unwrap()
+        };
+        let (mut a, mut b) = (Signed::default(), Signed::default());
+        app.record("partners", json!({"name": "P1", "region": "emea"}))
+            .await;
+        let (first, _) = partnerdb_store::audit::head(db).await.unwrap();
+        assert_eq!(tick(&mut b).await, Tick::Signed(first), "{backend:?}");
+        app.record("partners", json!({"name": "P2", "region": "emea"}))
+            .await;
+        let (second, _) = partnerdb_store::audit::head(db).await.unwrap();
+        assert_eq!(tick(&mut a).await, Tick::Signed(second), "{backend:?}");
+        // B sees A's checkpoint (nothing new to sign), then it is deleted.
+        assert_eq!(tick(&mut b).await, Tick::Idle, "{backend:?}");
+        sql(
+            &app,
+            &format!("DELETE FROM audit_checkpoints WHERE seq = {second}"),
+        )
+        .await;
+        app.record("partners", json!({"name": "P3", "region": "emea"}))
+            .await;
+        for (who, signed) in [("a", &mut a), ("b", &mut b)] {
+            let outcome = tick(signed).await;
+            assert!(
+                matches!(&outcome, Tick::Refused(why) if why.contains(&format!("event {second}"))),
+                "{backend:?} {who}: {outcome:?}"
+            );
+        }
+    }
+}
+
 /// Starts a server whose reads and denials are answered once their event
 /// is committed, or on disk.
 async fn spawn_answering_at(backend: Backend, durability: ReadDurability) -> Option<TestApp> {

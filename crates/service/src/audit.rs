@@ -366,7 +366,19 @@ pub async fn checkpoint_tick(
     clock: &dyn crate::Clock,
 ) -> Result<Tick, StoreError> {
     let (seq, hash) = store::head(db).await?;
-    let last = store::last_checkpoint(db).await?;
+    let latest = store::latest_checkpoint(db).await?;
+    let last = latest.as_ref().map_or(0, |checkpoint| checkpoint.seq);
+    // Another server with the same key may have signed since: its
+    // checkpoint is this key's too, and what a new one must follow on from.
+    if let Some(checkpoint) = latest
+        && signed
+            .0
+            .as_ref()
+            .is_none_or(|(signed_seq, _)| checkpoint.seq > *signed_seq)
+        && checkpoint.verify(&key.public())
+    {
+        signed.0 = Some((checkpoint.seq, checkpoint.hash));
+    }
     if let Some((signed_seq, signed_hash)) = &signed.0 {
         if last < *signed_seq {
             return Ok(Tick::Refused(format!(
