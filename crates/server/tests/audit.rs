@@ -1433,10 +1433,12 @@ async fn verify_names_every_kind_of_tampering() {
             "edit",
             "separator",
             "bytes",
+            "not-text",
             "delete",
             "insert",
             "reorder",
             "far",
+            "last",
             "below",
             "lowest",
             "rewrite",
@@ -1495,6 +1497,27 @@ async fn verify_names_every_kind_of_tampering() {
                     sql(&app, edit).await;
                     verified(&app, vec![]).await
                 }
+                "not-text" => {
+                    // A field that had no value (event 1 names no
+                    // partner) given one that is not text: SQLite stores
+                    // bytes that are not UTF-8, which a reader could take
+                    // for no value; PostgreSQL refuses them, so there an
+                    // empty text instead (which is not no value either).
+                    let edit = match backend {
+                        Backend::Sqlite => {
+                            "UPDATE audit_events SET partner_id = CAST(X'7031FF' AS TEXT) WHERE seq = 1 AND partner_id IS NULL"
+                        }
+                        Backend::Postgres => {
+                            "UPDATE audit_events SET partner_id = '' WHERE seq = 1 AND partner_id IS NULL"
+                        }
+                    };
+                    let first = partnerdb_store::audit::events_after(app.service.db(), 0, 1)
+                        .await
+                        .unwrap();
+                    assert_eq!(first[0].event.partner_id, None, "{backend:?}");
+                    sql(&app, edit).await;
+                    verified(&app, vec![]).await
+                }
                 "delete" => {
                     sql(&app, "DELETE FROM audit_events WHERE seq = 4").await;
                     verified(&app, vec![]).await
@@ -1528,6 +1551,49 @@ async fn verify_names_every_kind_of_tampering() {
                                SELECT 1000000000000, at, kind, principal_id, action, resource_type, resource_id, partner_id, decision, policy_version, detail, hash, hash FROM audit_events WHERE seq = {head}")).await;
                     verified(&app, vec![]).await
                 }
+                "last" => {
+                    // The same at the last seq there is: verify names it
+                    // (no overflow), and the trail's reads still answer
+                    // once the lookups have filed it.
+                    sql(&app, &format!("INSERT INTO audit_events (seq, at, kind, principal_id, action, resource_type, resource_id, partner_id, decision, policy_version, detail, prev_hash, hash) \
+                               SELECT 9223372036854775807, at, kind, principal_id, action, resource_type, resource_id, partner_id, decision, policy_version, detail, hash, hash FROM audit_events WHERE seq = {head}")).await;
+                    let result = verified(&app, vec![]).await;
+                    let db = app.service.db();
+                    partnerdb_store::audit::index_pending(db, 4096)
+                        .await
+                        .unwrap();
+                    // The trail's reads, in time and by key, answer
+                    // (within seconds, not walking every block below).
+                    for filter in [
+                        partnerdb_store::audit::AuditFilter {
+                            since: Some("2000-01-01T00:00:00.000000Z".into()),
+                            ..Default::default()
+                        },
+                        partnerdb_store::audit::AuditFilter {
+                            principal_id: Some(app.admin_id.clone()),
+                            ..Default::default()
+                        },
+                    ] {
+                        let listed = tokio::time::timeout(
+                            std::time::Duration::from_secs(10),
+                            partnerdb_store::audit::list(db, &filter, None, 5),
+                        )
+                        .await
+                        .expect("answered within 10 s")
+                        .unwrap();
+                        assert!(!listed.is_empty(), "{backend:?} {filter:?}");
+                    }
+                    // Nothing follows the last seq: an append is refused
+                    // (fail closed), not wrapped.
+                    let page = app.get("/v1/audit?limit=5", &app.admin_token).await;
+                    assert_eq!(
+                        page.status,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "{backend:?}: {:?}",
+                        page.body
+                    );
+                    result
+                }
                 "below" => {
                     // A forged event below the chain's start (seq 0): the
                     // trail lists it, so verify must read it too.
@@ -1559,6 +1625,7 @@ async fn verify_names_every_kind_of_tampering() {
             let broken = result.expect_err(tamper);
             match (tamper, &broken) {
                 ("edit" | "separator" | "bytes", Break::Content { seq: 5, .. }) => {}
+                ("not-text", Break::Content { seq: 1, .. }) => {}
                 (
                     "delete",
                     Break::Sequence {
@@ -1580,6 +1647,14 @@ async fn verify_names_every_kind_of_tampering() {
                         previous,
                         expected,
                         found: 1_000_000_000_000,
+                    },
+                ) if *previous == head && *expected == head + 1 => {}
+                (
+                    "last",
+                    Break::Sequence {
+                        previous,
+                        expected,
+                        found: i64::MAX,
                     },
                 ) if *previous == head && *expected == head + 1 => {}
                 (

@@ -1138,7 +1138,7 @@ pub async fn verify(
     let mut next = 0;
     loop {
         while pending.len() < AHEAD && next < last_seq {
-            let (db, after, through) = (db.clone(), next, (next + SLICE).min(last_seq));
+            let (db, after, through) = (db.clone(), next, next.saturating_add(SLICE).min(last_seq));
             let task =
                 tokio::spawn(async move { store::checked_between(&db, after, through).await });
             pending.push_back((through, task));

@@ -51,6 +51,9 @@ const INDEX_LOCK: i64 = 727_274_003;
 const INDEXED_THROUGH: &str = "SELECT through FROM audit_indexed WHERE id = 1";
 
 const COLUMNS: &str = "seq, at, kind, principal_id, action, resource_type, resource_id, partner_id, decision, policy_version, detail, prev_hash, hash";
+/// The positions in [`COLUMNS`] that may be NULL (principal, resource id,
+/// partner).
+const OPTIONAL_COLUMNS: [usize; 3] = [3, 6, 7];
 
 /// On PostgreSQL, takes the advisory lock `key` until the transaction ends
 /// (SQLite's one writer already serialises writers).
@@ -101,7 +104,9 @@ pub async fn append(tx: &mut Tx, events: Vec<NewEvent>) -> Result<(i64, String),
             .push(COLUMNS)
             .push(") VALUES ");
         for (i, new) in events.by_ref().take(per_statement).enumerate() {
-            seq += 1;
+            seq = seq.checked_add(1).ok_or_else(|| {
+                StoreError::Corrupt(format!("the trail's head is at seq {seq}: no seq follows"))
+            })?;
             let hash = new.at_seq(seq).hash(&prev);
             sql.push(if i > 0 { ", (" } else { "(" })
                 .bind(seq)
@@ -324,8 +329,13 @@ pub async fn checked_between(
     let mut scratch = Vec::new();
     db.visit_range(sql, move |row| {
         // A value that is not text where text belongs (NULL in a field
-        // that must have one, bytes that are not UTF-8) was not written by
-        // partnerdb: read as empty, it hashes to something else.
+        // that must have one; bytes that are not UTF-8, or a number, in
+        // any field) was not written by partnerdb: the event was altered,
+        // whatever its content would hash to read some other way (read as
+        // missing or empty, it could hash as it did when the field was).
+        let unreadable = (1..=12).find(|&i| {
+            row.text(i).is_none() && (!row.is_null(i) || !OPTIONAL_COLUMNS.contains(&i))
+        });
         let text = |i| row.text(i).unwrap_or_default();
         let stored = StoredRef {
             event: EventRef {
@@ -344,9 +354,16 @@ pub async fn checked_between(
             prev_hash: text(11),
             hash: text(12),
         };
+        let mismatch = match unreadable {
+            Some(i) => Some(format!(
+                "(nothing: its {} is not text partnerdb wrote)",
+                COLUMNS.split(", ").nth(i).unwrap_or("field")
+            )),
+            None => stored.content_mismatch(&mut scratch),
+        };
         Checked {
             seq: stored.event.seq,
-            mismatch: stored.content_mismatch(&mut scratch),
+            mismatch,
             prev_hash: stored.prev_hash.to_owned(),
             hash: stored.hash.to_owned(),
         }
@@ -410,14 +427,17 @@ pub async fn list(
         return scan(db, filter, None, before, limit).await;
     }
     let through = indexed_through(db).await?;
-    let mut out = if before.is_some_and(|b| b <= through + 1) {
+    // Seqs near i64::MAX are tampering, not appends: saturate, not panic.
+    let mut out = if before.is_some_and(|b| b <= through.saturating_add(1)) {
         Vec::new()
     } else {
         scan(db, filter, Some(through), before, limit).await?
     };
     // The indexed part: seqs in `lowest..below`, narrowed by the time
     // spans that can hold matching events.
-    let mut below = before.map_or(through + 1, |b| b.min(through + 1));
+    let mut below = before.map_or(through.saturating_add(1), |b| {
+        b.min(through.saturating_add(1))
+    });
     let mut lowest = 1;
     if timed {
         match time_bounds(
@@ -430,7 +450,7 @@ pub async fn list(
         {
             Some((first, last)) => {
                 lowest = first;
-                below = below.min(last + 1);
+                below = below.min(last.saturating_add(1));
             }
             None => below = lowest,
         }
@@ -470,8 +490,18 @@ async fn time_bounds(
     else {
         return Ok(None);
     };
-    let last_seq = (((last + 1) << SPAN_BITS) - 1).min(through);
-    Ok(Some(((first << SPAN_BITS).max(1), last_seq)))
+    // Spans of seqs near i64::MAX (tampering) clamp instead of wrapping.
+    let span_start = |span: i64| {
+        span.checked_shl(SPAN_BITS)
+            .filter(|s| s >> SPAN_BITS == span)
+    };
+    let last_seq = span_start(last.saturating_add(1))
+        .map_or(i64::MAX, |start| start - 1)
+        .min(through);
+    Ok(Some((
+        span_start(first).unwrap_or(i64::MAX).max(1),
+        last_seq,
+    )))
 }
 
 /// The lookup table a filter reads, with its key.
@@ -606,8 +636,33 @@ async fn look_up(
             .bind(block);
         lookup.push_key(&mut sql);
         sql.push(" AND first_seq < ").bind(before);
+        let rows = db.fetch_all(&sql).await?;
+        if rows.is_empty() {
+            // On to the key's next lower block that has postings, in one
+            // query however far below (blocks are not walked one by one:
+            // a seq far beyond the chain, put there by hand, would make
+            // that trillions of queries).
+            let mut sql = db.sql();
+            sql.push("SELECT MAX(block) FROM ")
+                .push(lookup.table())
+                .push(" WHERE block < ")
+                .bind(block);
+            lookup.push_key(&mut sql);
+            sql.push(" AND first_seq < ").bind(before);
+            match db
+                .fetch_optional(&sql)
+                .await?
+                .and_then(|r| r.get(0).as_int())
+            {
+                Some(lower) if lower >= first_block => {
+                    block = lower;
+                    continue;
+                }
+                _ => break,
+            }
+        }
         let mut seqs = Vec::new();
-        for row in db.fetch_all(&sql).await? {
+        for row in rows {
             decode_postings(
                 row.int(0),
                 row.get(1).as_text().unwrap_or_default(),
@@ -669,7 +724,7 @@ fn decode_postings(first: i64, text: &str, out: &mut Vec<i64>) {
     out.extend(
         text.split(',')
             .filter_map(|part| part.parse::<i64>().ok())
-            .map(|offset| first + offset),
+            .filter_map(|offset| first.checked_add(offset)),
     );
 }
 
@@ -930,7 +985,7 @@ pub async fn first_seq_since(db: &Db, at: &str) -> Result<Option<i64>, StoreErro
     let through = indexed_through(db).await?;
     let from = match time_bounds(db, Some(at), None, through).await? {
         Some((first, _)) => first,
-        None => through + 1,
+        None => through.saturating_add(1),
     };
     let mut sql = db.sql();
     sql.push("SELECT seq FROM audit_events WHERE seq >= ")

@@ -88,6 +88,10 @@ pub enum StoreError {
     /// be said to be kept or not). Nothing was changed.
     #[error("writes are refused since the database could not be synced to disk: {0}")]
     SyncFailedBefore(String),
+    /// Stored data partnerdb cannot have written (the trail's head at the
+    /// last seq there is, say): refused rather than wrapped or panicked on.
+    #[error("the stored data is not as partnerdb wrote it: {0}")]
+    Corrupt(String),
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),

@@ -234,6 +234,8 @@ pub trait RowRef {
     fn int(&self, i: usize) -> i64;
     /// Text value `i`; `None` for NULL and for anything but text.
     fn text(&self, i: usize) -> Option<&str>;
+    /// Whether value `i` is NULL.
+    fn is_null(&self, i: usize) -> bool;
 }
 
 struct PgRowRef<'r>(&'r PgRow);
@@ -249,6 +251,11 @@ impl RowRef for PgRowRef<'_> {
     fn text(&self, i: usize) -> Option<&str> {
         let value = self.0.try_get_raw(i).ok()?;
         std::str::from_utf8(value.as_bytes().ok()?).ok()
+    }
+
+    fn is_null(&self, i: usize) -> bool {
+        use sqlx::ValueRef as _;
+        self.0.try_get_raw(i).is_ok_and(|value| value.is_null())
     }
 }
 

@@ -625,6 +625,10 @@ impl RowRef for SqliteRowRef<'_> {
             _ => None,
         }
     }
+
+    fn is_null(&self, i: usize) -> bool {
+        matches!(self.0.get_ref(i), Ok(ValueRef::Null))
+    }
 }
 
 /// Runs a statement and decodes its rows by each value's storage class.
