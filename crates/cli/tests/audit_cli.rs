@@ -68,3 +68,53 @@ fn tail_prints_the_latest_events_across_pages() {
     assert_eq!(csv.lines().count() as i64, head + 1);
     assert!(csv.starts_with("seq,at,kind,"));
 }
+
+/// The commands that only read a database do not migrate it: a schema
+/// this build does not match is refused, named, and left as it is.
+#[test]
+fn reading_commands_refuse_a_schema_they_do_not_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    init(&["--data", data]);
+    let db_path = dir.path().join("data/partnerdb.db");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let edit = |statement: &str| {
+        runtime.block_on(async {
+            let db = partnerdb_store::Db::connect(
+                &format!("sqlite://{}", db_path.display()),
+                &partnerdb_store::DbOptions::default(),
+            )
+            .await
+            .unwrap();
+            let mut tx = db.begin().await.unwrap();
+            let mut sql = tx.sql();
+            sql.push(statement);
+            tx.execute(&sql).await.unwrap();
+            tx.commit().await.unwrap();
+        });
+    };
+    run(&["audit", "verify", "--data", data]);
+    let refused = |args: &[&str]| {
+        let out = partnerdb().args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // A migration of a newer build.
+    edit(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99990101000000, 'newer', 1, X'00', 0)",
+    );
+    let stderr = refused(&["audit", "export", "--data", data]);
+    assert!(stderr.contains("newer than this partnerdb's"), "{stderr}");
+    edit("DELETE FROM _sqlx_migrations WHERE version = 99990101000000");
+    run(&["audit", "verify", "--data", data]);
+    // One migration not applied: older.
+    edit(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)",
+    );
+    let stderr = refused(&["audit", "verify", "--data", data]);
+    assert!(stderr.contains("older than this partnerdb's"), "{stderr}");
+    // And left as it was: still older.
+    let stderr = refused(&["audit", "tail", "--data", data]);
+    assert!(stderr.contains("older than this partnerdb's"), "{stderr}");
+}

@@ -55,7 +55,7 @@ pub(crate) mod scratch {
     }
 }
 
-pub use sql::{Db, DbOptions, Dialect, Durable, Row, Sql, Tx, Value};
+pub use sql::{Db, DbOptions, Dialect, Durable, Row, SchemaState, Sql, Tx, Value};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]

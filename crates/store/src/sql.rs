@@ -259,6 +259,15 @@ impl RowRef for PgRowRef<'_> {
     }
 }
 
+/// A schema against this build's migrations ([`Db::schema_state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SchemaState {
+    /// Migrations of this build not applied yet.
+    pub pending: usize,
+    /// Migrations applied that this build does not have.
+    pub unknown: usize,
+}
+
 /// Where the data lives.
 #[derive(Clone, Debug)]
 enum Pools {
@@ -404,6 +413,31 @@ impl Db {
             Pools::Postgres(pool) => migrator.run(pool).await?,
         }
         Ok(())
+    }
+
+    /// How the database's schema stands against this build's migrations,
+    /// without changing it (for commands that only read): the migrations
+    /// not applied yet, and those applied that this build does not know
+    /// (a newer build's).
+    pub async fn schema_state(&self) -> Result<SchemaState, StoreError> {
+        let migrator = migrator_for(self.dialect());
+        let known: std::collections::BTreeSet<i64> = migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| m.version)
+            .collect();
+        let mut sql = self.sql();
+        sql.push("SELECT version FROM _sqlx_migrations WHERE success");
+        let applied: std::collections::BTreeSet<i64> = self
+            .fetch_all(&sql)
+            .await?
+            .iter()
+            .map(|row| row.int(0))
+            .collect();
+        Ok(SchemaState {
+            pending: known.difference(&applied).count(),
+            unknown: applied.difference(&known).count(),
+        })
     }
 
     /// Reads rows outside any write transaction.

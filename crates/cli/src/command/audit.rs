@@ -299,7 +299,7 @@ async fn run_tail(args: TailArgs) -> anyhow::Result<Outcome> {
     }
     let db = args.data.open_existing().await?;
     let (head, _) = store::head(&db).await?;
-    let mut after = (head - args.lines as i64).max(0);
+    let mut after = head.saturating_sub(args.lines as i64).max(0);
     loop {
         let page = store::events_after(&db, after, 1_000).await?;
         for stored in &page {

@@ -45,7 +45,8 @@ impl DataArgs {
         self.dir().join("audit-signing.key")
     }
 
-    /// Opens an existing database (it must exist) and migrates it.
+    /// Opens an existing database (it must exist) to read it: not migrated,
+    /// and refused unless its schema is this build's.
     pub async fn open_existing(&self) -> anyhow::Result<Db> {
         if self.database_url.is_none() && !self.sqlite_path().exists() {
             anyhow::bail!(
@@ -53,7 +54,29 @@ impl DataArgs {
                 self.sqlite_path().display()
             );
         }
-        self.open().await
+        let db = Db::connect(&self.url(), &DbOptions::default())
+            .await
+            .with_context(|| format!("cannot open the database ({})", redact(&self.url())))?;
+        // The commands that open an existing database only read it: they
+        // do not migrate it (a newer CLI would upgrade a shared database
+        // under older servers), and refuse a schema they do not match.
+        let state = db
+            .schema_state()
+            .await
+            .context("cannot read the database's schema version")?;
+        if state.pending > 0 {
+            anyhow::bail!(
+                "the database's schema is older than this partnerdb's ({} migration(s) not applied): start `partnerdb serve` of this version on it once, or use the version that made it",
+                state.pending
+            );
+        }
+        if state.unknown > 0 {
+            anyhow::bail!(
+                "the database's schema is newer than this partnerdb's ({} migration(s) it does not know): use the version that made it",
+                state.unknown
+            );
+        }
+        Ok(db)
     }
 
     /// Opens (creating the directory for SQLite) and migrates.
