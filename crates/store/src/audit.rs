@@ -1379,6 +1379,13 @@ mod tests {
         let Some((url, schema)) = postgres_schema().await else {
             return;
         };
+        // Servers whose connections default to repeatable read (as a
+        // database may be configured): the store asks for read committed,
+        // which the append's read of the head after the lock needs.
+        let url = format!(
+            "{url}{}options=-c%20default_transaction_isolation%3Drepeatable%5C%20read",
+            if url.contains('?') { '&' } else { '?' }
+        );
         let options = DbOptions {
             schema: Some(schema.clone()),
             ..DbOptions::default()

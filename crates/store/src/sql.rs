@@ -352,7 +352,13 @@ impl Db {
     }
 
     async fn open_postgres(url: &str, options: &DbOptions) -> Result<Db, StoreError> {
-        let mut connect = PgConnectOptions::from_str(url)?;
+        // Read committed whatever the server's default: an append reads
+        // the chain's head after its advisory lock is granted, which needs
+        // a snapshot per statement (under repeatable read the snapshot
+        // would predate the lock, and two servers would both append after
+        // the same head).
+        let mut connect = PgConnectOptions::from_str(url)?
+            .options([("default_transaction_isolation", "read committed")]);
         if let Some(schema) = &options.schema {
             connect = connect.options([("search_path", schema.as_str())]);
         }
