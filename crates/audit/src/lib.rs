@@ -343,6 +343,34 @@ pub enum Break {
     },
 }
 
+impl Break {
+    /// A stable name of the kind of break (`sequence`, `link`, `content`,
+    /// `checkpoint`, `signature`, `truncated`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Break::Sequence { .. } => "sequence",
+            Break::Link { .. } => "link",
+            Break::Content { .. } => "content",
+            Break::Checkpoint { .. } => "checkpoint",
+            Break::Signature { .. } => "signature",
+            Break::Truncated { .. } => "truncated",
+        }
+    }
+
+    /// The seq where the chain breaks: the event found out of sequence,
+    /// the event that does not link or was altered, the checkpoint's.
+    pub fn seq(&self) -> i64 {
+        match self {
+            Break::Sequence { found, .. } => *found,
+            Break::Link { seq, .. }
+            | Break::Content { seq, .. }
+            | Break::Checkpoint { seq, .. }
+            | Break::Signature { seq }
+            | Break::Truncated { seq, .. } => *seq,
+        }
+    }
+}
+
 /// Verifies a chain event by event, in seq order, against checkpoints.
 #[derive(Debug)]
 pub struct ChainVerifier {

@@ -118,3 +118,43 @@ fn reading_commands_refuse_a_schema_they_do_not_match() {
     let stderr = refused(&["audit", "tail", "--data", data]);
     assert!(stderr.contains("older than this partnerdb's"), "{stderr}");
 }
+
+/// `audit verify --json` names a break by kind and seq, as well as in
+/// words, and exits 1.
+#[test]
+fn verify_json_names_the_break_by_kind_and_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    init(&["--data", data]);
+    let db_path = dir.path().join("data/partnerdb.db");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let db = partnerdb_store::Db::connect(
+            &format!("sqlite://{}", db_path.display()),
+            &partnerdb_store::DbOptions::default(),
+        )
+        .await
+        .unwrap();
+        let mut tx = db.begin().await.unwrap();
+        let mut sql = tx.sql();
+        sql.push("UPDATE audit_events SET action = 'export' WHERE seq = 1");
+        tx.execute(&sql).await.unwrap();
+        tx.commit().await.unwrap();
+    });
+    let out = partnerdb()
+        .args(["audit", "verify", "--data", data, "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["kind"], "content", "{report}");
+    assert_eq!(report["seq"], 1, "{report}");
+    assert!(
+        report["broken"]
+            .as_str()
+            .unwrap()
+            .contains("event 1 was altered"),
+        "{report}"
+    );
+}

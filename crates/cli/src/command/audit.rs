@@ -190,12 +190,26 @@ async fn run_verify(args: VerifyArgs) -> anyhow::Result<Outcome> {
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({"ok": false, "broken": broken.to_string()})
+                    serde_json::json!({
+                        "ok": false,
+                        "broken": broken.to_string(),
+                        "kind": broken.kind(),
+                        "seq": broken.seq(),
+                    })
                 );
             } else {
                 println!("BROKEN: {broken}");
             }
             Ok(Outcome::Findings)
+        }
+        Err(VerifyError::Store(error)) if args.json => {
+            // Still one JSON object on standard output, as --json says,
+            // and the exit code of an error (2).
+            println!(
+                "{}",
+                serde_json::json!({"ok": false, "error": error.to_string()})
+            );
+            Err(error.into())
         }
         Err(VerifyError::Store(error)) => Err(error.into()),
     }
