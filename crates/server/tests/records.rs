@@ -507,3 +507,65 @@ async fn moving_a_record_needs_both_partners_and_carries_the_owner() {
         );
     }
 }
+
+/// A delete removes the version it read and decided on, nothing newer:
+/// what a server deletes after another changed or deleted the record is
+/// refused (412), with no second event about a record already gone.
+#[tokio::test]
+async fn a_delete_removes_only_the_version_it_read() {
+    use partnerdb_policy::ResourceType;
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let partner = app
+            .record("partners", json!({"name": "D", "region": "emea"}))
+            .await;
+        let created = app
+            .record(
+                "contacts",
+                json!({"partner_id": partner["id"], "name": "Dee"}),
+            )
+            .await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        let renamed = app
+            .patch(
+                &format!("/v1/contacts/{id}"),
+                &app.admin_token,
+                &json!({"name": "Dee Two"}),
+            )
+            .await;
+        assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
+        let db = app.service.db();
+        // As another server that read version 1 before the rename.
+        let mut tx = db.begin().await.unwrap();
+        let current = partnerdb_store::records::get_in(&mut tx, ResourceType::Contact, &id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(current.version, 2);
+        assert!(
+            !partnerdb_store::records::delete(&mut tx, ResourceType::Contact, &id, 1)
+                .await
+                .unwrap(),
+            "{backend:?}: a stale version must not be deleted"
+        );
+        assert!(
+            partnerdb_store::records::delete(&mut tx, ResourceType::Contact, &id, 2)
+                .await
+                .unwrap()
+        );
+        drop(tx);
+        // Nothing was committed: the API still deletes it, once.
+        let deleted = app
+            .request(
+                Method::DELETE,
+                &format!("/v1/contacts/{id}"),
+                Some(&app.admin_token),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{:?}", deleted.body);
+    }
+}

@@ -1046,8 +1046,16 @@ impl Service {
             ));
             return Err(refusal(caller, Action::Delete, &current, &decision));
         }
-        match records::delete(&mut tx, kind, id).await {
-            Ok(_) => {}
+        // Only the version read and decided on is deleted: a change (or a
+        // delete) committed meanwhile by another server makes this one a
+        // precondition failure, not a second event about a record gone.
+        match records::delete(&mut tx, kind, id, current.version).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ServiceError::PreconditionFailed {
+                    current: etag(current.version + 1),
+                });
+            }
             Err(StoreError::Reference) => {
                 return Err(ServiceError::conflict(
                     "has_dependents",

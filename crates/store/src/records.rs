@@ -498,13 +498,21 @@ pub async fn cascade_partner(tx: &mut Tx, partner: &Record) -> Result<(), StoreE
     Ok(())
 }
 
-/// Deletes a record. Returns false if it did not exist.
-pub async fn delete(tx: &mut Tx, kind: ResourceType, id: &str) -> Result<bool, StoreError> {
+/// Deletes a record at `expected_version`. Returns false if it does not
+/// exist at that version (deleted or changed meanwhile).
+pub async fn delete(
+    tx: &mut Tx,
+    kind: ResourceType,
+    id: &str,
+    expected_version: i64,
+) -> Result<bool, StoreError> {
     let mut sql = tx.sql();
     sql.push("DELETE FROM ")
         .push(table(kind).name)
         .push(" WHERE id = ")
-        .bind(id);
+        .bind(id)
+        .push(" AND version = ")
+        .bind(expected_version);
     Ok(tx.execute(&sql).await? == 1)
 }
 
