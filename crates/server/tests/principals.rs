@@ -483,3 +483,82 @@ async fn another_servers_revocation_reaches_this_one_within_a_second() {
         );
     }
 }
+
+/// What principal changes leave in the trail: a creation its attributes,
+/// a role bound twice the second time `bound: false`, a deletion the
+/// roles and credentials that went with it.
+#[tokio::test]
+async fn principal_events_say_what_changed() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let (id, _) = app
+            .principal("fin", &["finance"], None, json!({"region": "emea"}))
+            .await;
+        for _ in 0..2 {
+            let bound = app
+                .put(
+                    &format!("/v1/principals/{id}/roles/analyst"),
+                    &app.admin_token,
+                )
+                .await;
+            assert!(bound.status.is_success(), "{:?}", bound.body);
+        }
+        let credentials = app
+            .get(
+                &format!("/v1/principals/{id}/credentials"),
+                &app.admin_token,
+            )
+            .await;
+        let credential = credentials.body["items"][0]["id"]
+            .as_str()
+            .or_else(|| credentials.body[0]["id"].as_str())
+            .unwrap_or_else(|| panic!("{:?}", credentials.body))
+            .to_owned();
+        let deleted = app
+            .delete(&format!("/v1/principals/{id}"), &app.admin_token)
+            .await;
+        assert!(deleted.status.is_success(), "{:?}", deleted.body);
+        let trail = app
+            .get(
+                &format!("/v1/audit?resource=principal&resource_id={id}&limit=50"),
+                &app.admin_token,
+            )
+            .await;
+        let changes: Vec<&serde_json::Value> = trail.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "principal")
+            .collect();
+        let of = |action: &str| -> Vec<&serde_json::Value> {
+            changes
+                .iter()
+                .filter(|e| e["action"] == action)
+                .map(|e| &e["detail"])
+                .collect()
+        };
+        let created = of("create");
+        assert_eq!(
+            created[0]["principal"]["attrs"],
+            json!({"region": "emea"}),
+            "{backend:?}: {created:?}"
+        );
+        // Newest first: the second bind bound nothing.
+        let binds: Vec<&serde_json::Value> = of("assign")
+            .into_iter()
+            .filter(|d| d["role"] == "analyst")
+            .collect();
+        assert_eq!(binds.len(), 2, "{backend:?}: {changes:?}");
+        assert_eq!(binds[0]["bound"], false, "{backend:?}");
+        assert_eq!(binds[1]["bound"], true, "{backend:?}");
+        let gone = of("delete");
+        assert_eq!(
+            gone[0]["roles_removed"],
+            json!(["analyst", "finance"]),
+            "{backend:?}: {gone:?}"
+        );
+        assert_eq!(gone[0]["credentials_revoked"], json!([credential]));
+    }
+}

@@ -500,7 +500,7 @@ impl Service {
             )
             .await?;
         }
-        let event = self.principal_event(caller, Action::Create, &principal.id, &decision, None, json!({"principal": {"kind": principal.kind, "partner_id": principal.partner_id, "roles": roles}}));
+        let event = self.principal_event(caller, Action::Create, &principal.id, &decision, None, json!({"principal": {"kind": principal.kind, "partner_id": principal.partner_id, "roles": roles, "attrs": principal.attrs}}));
         self.append_in(&mut tx, event).await?;
         tx.commit().await?;
         self.principals_changed();
@@ -565,7 +565,9 @@ impl Service {
         if let Some(violation) = sod_violation(&policy, &roles) {
             return Err(ServiceError::conflict("separation_of_duties", violation));
         }
-        store::bind_role(
+        // A role already held is bound again by nobody: the event says so
+        // (`bound: false`), not that a binding was made.
+        let bound = store::bind_role(
             &mut tx,
             id,
             role,
@@ -579,7 +581,7 @@ impl Service {
             id,
             &decision,
             None,
-            json!({"role": role, "bound": true}),
+            json!({"role": role, "bound": bound}),
         );
         self.append_in(&mut tx, event).await?;
         tx.commit().await?;
@@ -661,16 +663,18 @@ impl Service {
         let (_, before) = self.live_administrators(&mut tx, &policy).await?;
         let after = before.iter().filter(|a| *a != id).count();
         Self::check_lockout(&policy, before.len(), after)?;
-        if !store::delete(&mut tx, id, &self.now_text()).await? {
+        let Some(removed) = store::delete(&mut tx, id, &self.now_text()).await? else {
             return Err(ServiceError::NotFound("principal"));
-        }
+        };
+        // What went with it: who held which role, and which credentials
+        // stopped working, stay readable from the trail.
         let event = self.principal_event(
             caller,
             Action::Delete,
             id,
             &decision,
             None,
-            json!({"deleted": true}),
+            json!({"deleted": true, "roles_removed": removed.roles, "credentials_revoked": removed.credentials}),
         );
         self.append_in(&mut tx, event).await?;
         tx.commit().await?;

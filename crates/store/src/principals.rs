@@ -213,16 +213,36 @@ pub async fn unbind_role(tx: &mut Tx, principal_id: &str, role: &str) -> Result<
 }
 
 /// Marks a principal deleted, removes its bindings and revokes its
-/// credentials. Returns false if it did not exist.
-pub async fn delete(tx: &mut Tx, id: &str, now: &str) -> Result<bool, StoreError> {
+/// credentials: what went with it, or None if it did not exist.
+pub async fn delete(tx: &mut Tx, id: &str, now: &str) -> Result<Option<Removed>, StoreError> {
     let mut sql = tx.sql();
     sql.push("UPDATE principals SET deleted_at = ")
         .bind(now)
         .push(" WHERE deleted_at IS NULL AND id = ")
         .bind(id);
     if tx.execute(&sql).await? != 1 {
-        return Ok(false);
+        return Ok(None);
     }
+    let mut sql = tx.sql();
+    sql.push("SELECT role FROM role_bindings WHERE principal_id = ")
+        .bind(id)
+        .push(" ORDER BY role");
+    let roles = tx
+        .fetch_all(&sql)
+        .await?
+        .iter()
+        .map(|r| r.text(0))
+        .collect();
+    let mut sql = tx.sql();
+    sql.push("SELECT id FROM credentials WHERE revoked_at IS NULL AND principal_id = ")
+        .bind(id)
+        .push(" ORDER BY id");
+    let credentials = tx
+        .fetch_all(&sql)
+        .await?
+        .iter()
+        .map(|r| r.text(0))
+        .collect();
     let mut sql = tx.sql();
     sql.push("DELETE FROM role_bindings WHERE principal_id = ")
         .bind(id);
@@ -233,7 +253,16 @@ pub async fn delete(tx: &mut Tx, id: &str, now: &str) -> Result<bool, StoreError
         .push(" WHERE revoked_at IS NULL AND principal_id = ")
         .bind(id);
     tx.execute(&sql).await?;
-    Ok(true)
+    Ok(Some(Removed { roles, credentials }))
+}
+
+/// What deleting a principal took with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removed {
+    /// The roles it held (their bindings are gone).
+    pub roles: Vec<String>,
+    /// The ids of the credentials it could still use (now revoked).
+    pub credentials: Vec<String>,
 }
 
 /// Stores a credential (its token's hash only).
