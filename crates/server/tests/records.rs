@@ -569,3 +569,68 @@ async fn a_delete_removes_only_the_version_it_read() {
         assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{:?}", deleted.body);
     }
 }
+
+/// A replay is answered only while the policy still allows the create it
+/// replays: a caller whose role was taken away is refused, and the
+/// refusal recorded.
+#[tokio::test]
+async fn a_replay_after_the_role_is_gone_is_refused() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let (id, token) = app.principal("rw", &["read_write"], None, json!({})).await;
+        let body = json!({"name": "Once", "region": "emea"});
+        let key = [("idempotency-key", "replayed-later")];
+        let create = || {
+            app.request(
+                Method::POST,
+                "/v1/partners",
+                Some(&token),
+                Some(&body),
+                &key,
+            )
+        };
+        assert_eq!(create().await.status, StatusCode::CREATED, "{backend:?}");
+        let bound = app
+            .put(
+                &format!("/v1/principals/{id}/roles/read_only"),
+                &app.admin_token,
+            )
+            .await;
+        assert!(bound.status.is_success(), "{:?}", bound.body);
+        let unbound = app
+            .request(
+                Method::DELETE,
+                &format!("/v1/principals/{id}/roles/read_write"),
+                Some(&app.admin_token),
+                None,
+                &[],
+            )
+            .await;
+        assert!(unbound.status.is_success(), "{:?}", unbound.body);
+        let replayed = create().await;
+        assert_eq!(
+            replayed.status,
+            StatusCode::FORBIDDEN,
+            "{backend:?}: {:?}",
+            replayed.body
+        );
+        let denies = app
+            .get(
+                "/v1/audit?resource=partner&action=create&decision=deny",
+                &app.admin_token,
+            )
+            .await;
+        assert!(
+            denies.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["principal_id"] == id.as_str()
+                    && e["detail"]["idempotent_replay"] == true),
+            "{backend:?}: {:?}",
+            denies.body
+        );
+    }
+}

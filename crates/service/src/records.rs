@@ -764,6 +764,26 @@ impl Service {
                 return Err(ServiceError::IdempotencyMismatch);
             }
             let saved: Json = serde_json::from_str(&stored.response).unwrap_or_default();
+            // A replay is answered only while the policy would still
+            // allow the create it replays, on the record as it is now (a
+            // caller whose roles were taken away gets no answer made for
+            // the roles it had). A record deleted since is answered as
+            // it was made: nothing the caller did not see then.
+            let id = saved["body"]["id"].as_str().unwrap_or_default();
+            if let Some(current) = records::get_in(&mut tx, kind, id).await? {
+                let decision = decide(caller, Action::Create, &current);
+                if !decision.allowed {
+                    *denied = Some(self.record_event(
+                        caller,
+                        "decision",
+                        Action::Create,
+                        &current,
+                        &decision,
+                        json!({"idempotent_replay": true}),
+                    ));
+                    return Err(refusal(caller, Action::Create, &current, &decision));
+                }
+            }
             return Ok(Created {
                 view: RecordView {
                     body: saved["body"].clone(),
