@@ -415,3 +415,48 @@ async fn an_approval_refused_after_the_claim_gives_the_run_back() {
         );
     }
 }
+
+/// A trigger that stops part way (the contract refused after the partner
+/// was made) leaves its trigger in the trail: allowed, incomplete, what
+/// was done and why it stopped.
+#[tokio::test]
+async fn a_trigger_stopped_part_way_is_recorded() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let (_, pm) = app
+            .principal("pm", &["partner_manager"], None, json!({"region": "emea"}))
+            .await;
+        let refused = app
+            .post(
+                "/v1/workflows/onboarding",
+                &pm,
+                &json!({"partner": {"name": "Half", "region": "emea"}, "contract": {"value": "abc"}}),
+            )
+            .await;
+        assert!(
+            refused.status.is_client_error(),
+            "{backend:?} {:?}",
+            refused.body
+        );
+        let trail = app
+            .get(
+                "/v1/audit?resource=workflow&action=trigger&decision=allow",
+                &app.admin_token,
+            )
+            .await;
+        let stopped = trail.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["detail"]["incomplete"] == true)
+            .unwrap_or_else(|| panic!("{backend:?}: {:?}", trail.body));
+        let partner = stopped["detail"]["partner_created"].as_str().unwrap();
+        assert_eq!(stopped["partner_id"], partner, "{backend:?}");
+        assert_eq!(
+            stopped["detail"]["stopped"]["code"], refused.body["code"],
+            "{backend:?}: {stopped}"
+        );
+    }
+}

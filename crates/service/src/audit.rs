@@ -790,7 +790,7 @@ fn refusal_reason(code: &str, reason: &str) -> String {
 /// value) stays only if it looks like a name or an id (1–64 letters,
 /// digits, `-_.:`); free text, which may be personal data, becomes
 /// `(withheld)`.
-fn withhold_free_text(reason: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn withhold_free_text(reason: &str) -> std::borrow::Cow<'_, str> {
     let quoted_free_text = |quoted: &str| !crate::auth::is_request_id(quoted.as_bytes());
     let mut parts = reason.split('`');
     // Odd pieces are quoted (an unmatched last backtick quotes the rest).

@@ -131,6 +131,49 @@ impl Service {
         )
     }
 
+    /// A trigger the policy allowed whose steps stopped part way (a step
+    /// refused after earlier ones were made, each in a transaction of its
+    /// own): the trail says that it was triggered, what was done and why
+    /// it stopped, beside the refused step's own event. The step's error
+    /// is what the caller gets; if this event cannot be written, the
+    /// trail's.
+    async fn incomplete(
+        &self,
+        caller: &Caller,
+        name: &str,
+        decision: &Decision,
+        partner_id: &str,
+        done: Json,
+        error: ServiceError,
+    ) -> ServiceError {
+        // An allow keeps no reason: why it stopped goes with what was done
+        // (the error's quoted request text withheld, as in reasons).
+        let mut extra = json!({
+            "workflow": name,
+            "incomplete": true,
+            "stopped": {
+                "code": error.code(),
+                "reason": crate::audit::withhold_free_text(&error.to_string()),
+            },
+        });
+        if let (Some(extra), Json::Object(done)) = (extra.as_object_mut(), done) {
+            extra.extend(done);
+        }
+        let event = self.workflow_event(
+            caller,
+            "trigger",
+            name,
+            Some(partner_id),
+            decision,
+            None,
+            extra,
+        );
+        match self.record(event).await {
+            Ok(()) => error,
+            Err(trail) => trail,
+        }
+    }
+
     async fn save_workflow(
         &self,
         caller: &Caller,
@@ -191,7 +234,7 @@ impl Service {
         contract
             .entry("terms")
             .or_insert_with(|| Json::from(CONTRACT_TEMPLATE));
-        let draft = self
+        let draft = match self
             .create_record(
                 caller,
                 ResourceType::Contract,
@@ -199,7 +242,22 @@ impl Service {
                 None,
                 None,
             )
-            .await?;
+            .await
+        {
+            Ok(draft) => draft,
+            Err(error) => {
+                return Err(self
+                    .incomplete(
+                        caller,
+                        "onboarding",
+                        &decision,
+                        &partner_id,
+                        json!({"partner_created": partner_id}),
+                        error,
+                    )
+                    .await);
+            }
+        };
         let now = self.now_text();
         let run = WorkflowRow {
             id: partnerdb_store::new_id(),
@@ -429,11 +487,23 @@ impl Service {
         }
         let now = self.now_text();
         let live = store_principals::partner_credentials(self.db(), &partner_id, &now).await?;
+        let mut revoked = Vec::new();
         for (principal, credential) in &live {
-            self.revoke_credential(caller, principal, credential)
-                .await?;
+            if let Err(error) = self.revoke_credential(caller, principal, credential).await {
+                return Err(self
+                    .incomplete(
+                        caller,
+                        "offboarding",
+                        &decision,
+                        &partner_id,
+                        json!({"credentials_revoked": revoked}),
+                        error,
+                    )
+                    .await);
+            }
+            revoked.push(credential.clone());
         }
-        let archived = self
+        let archived = match self
             .update_record(
                 caller,
                 ResourceType::Partner,
@@ -441,7 +511,22 @@ impl Service {
                 &json!({"status": "archived"}),
                 None,
             )
-            .await?;
+            .await
+        {
+            Ok(archived) => archived,
+            Err(error) => {
+                return Err(self
+                    .incomplete(
+                        caller,
+                        "offboarding",
+                        &decision,
+                        &partner_id,
+                        json!({"credentials_revoked": revoked}),
+                        error,
+                    )
+                    .await);
+            }
+        };
         let run = WorkflowRow {
             id: partnerdb_store::new_id(),
             kind: "offboarding".into(),
