@@ -22,6 +22,24 @@ fn run(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs one statement on a data directory's SQLite database, in a
+/// transaction (as a hand at the database would).
+fn edit_sqlite(db_path: &std::path::Path, statement: &str) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let db = partnerdb_store::Db::connect(
+            &format!("sqlite://{}", db_path.display()),
+            &partnerdb_store::DbOptions::default(),
+        )
+        .await
+        .unwrap();
+        let mut tx = db.begin().await.unwrap();
+        let mut sql = tx.sql();
+        sql.push(statement);
+        tx.execute(&sql).await.unwrap();
+        tx.commit().await.unwrap();
+    });
+}
+
 #[test]
 fn tail_prints_the_latest_events_across_pages() {
     let dir = tempfile::tempdir().unwrap();
@@ -78,22 +96,7 @@ fn reading_commands_refuse_a_schema_they_do_not_match() {
     let data = data.to_str().unwrap();
     init(&["--data", data]);
     let db_path = dir.path().join("data/partnerdb.db");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let edit = |statement: &str| {
-        runtime.block_on(async {
-            let db = partnerdb_store::Db::connect(
-                &format!("sqlite://{}", db_path.display()),
-                &partnerdb_store::DbOptions::default(),
-            )
-            .await
-            .unwrap();
-            let mut tx = db.begin().await.unwrap();
-            let mut sql = tx.sql();
-            sql.push(statement);
-            tx.execute(&sql).await.unwrap();
-            tx.commit().await.unwrap();
-        });
-    };
+    let edit = |statement: &str| edit_sqlite(&db_path, statement);
     run(&["audit", "verify", "--data", data]);
     let refused = |args: &[&str]| {
         let out = partnerdb().args(args).output().unwrap();
@@ -127,20 +130,10 @@ fn verify_json_names_the_break_by_kind_and_seq() {
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
     init(&["--data", data]);
-    let db_path = dir.path().join("data/partnerdb.db");
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let db = partnerdb_store::Db::connect(
-            &format!("sqlite://{}", db_path.display()),
-            &partnerdb_store::DbOptions::default(),
-        )
-        .await
-        .unwrap();
-        let mut tx = db.begin().await.unwrap();
-        let mut sql = tx.sql();
-        sql.push("UPDATE audit_events SET action = 'export' WHERE seq = 1");
-        tx.execute(&sql).await.unwrap();
-        tx.commit().await.unwrap();
-    });
+    edit_sqlite(
+        &dir.path().join("data/partnerdb.db"),
+        "UPDATE audit_events SET action = 'export' WHERE seq = 1",
+    );
     let out = partnerdb()
         .args(["audit", "verify", "--data", data, "--json"])
         .output()

@@ -137,15 +137,16 @@ impl Service {
     /// it stopped, beside the refused step's own event. The step's error
     /// is what the caller gets; if this event cannot be written, the
     /// trail's.
-    async fn incomplete(
+    async fn unless_stopped<T>(
         &self,
-        caller: &Caller,
-        name: &str,
-        decision: &Decision,
-        partner_id: &str,
+        step: Result<T, ServiceError>,
+        (caller, name, decision, partner_id): (&Caller, &str, &Decision, &str),
         done: Json,
-        error: ServiceError,
-    ) -> ServiceError {
+    ) -> Result<T, ServiceError> {
+        let error = match step {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
         // An allow keeps no reason: why it stopped goes with what was done
         // (the error's quoted request text withheld, as in reasons).
         let mut extra = json!({
@@ -169,8 +170,8 @@ impl Service {
             extra,
         );
         match self.record(event).await {
-            Ok(()) => error,
-            Err(trail) => trail,
+            Ok(()) => Err(error),
+            Err(trail) => Err(trail),
         }
     }
 
@@ -234,30 +235,20 @@ impl Service {
         contract
             .entry("terms")
             .or_insert_with(|| Json::from(CONTRACT_TEMPLATE));
-        let draft = match self
-            .create_record(
-                caller,
-                ResourceType::Contract,
-                &Json::Object(contract),
-                None,
-                None,
+        let draft = self
+            .unless_stopped(
+                self.create_record(
+                    caller,
+                    ResourceType::Contract,
+                    &Json::Object(contract),
+                    None,
+                    None,
+                )
+                .await,
+                (caller, "onboarding", &decision, &partner_id),
+                json!({"partner_created": partner_id}),
             )
-            .await
-        {
-            Ok(draft) => draft,
-            Err(error) => {
-                return Err(self
-                    .incomplete(
-                        caller,
-                        "onboarding",
-                        &decision,
-                        &partner_id,
-                        json!({"partner_created": partner_id}),
-                        error,
-                    )
-                    .await);
-            }
-        };
+            .await?;
         let now = self.now_text();
         let run = WorkflowRow {
             id: partnerdb_store::new_id(),
@@ -489,44 +480,28 @@ impl Service {
         let live = store_principals::partner_credentials(self.db(), &partner_id, &now).await?;
         let mut revoked = Vec::new();
         for (principal, credential) in &live {
-            if let Err(error) = self.revoke_credential(caller, principal, credential).await {
-                return Err(self
-                    .incomplete(
-                        caller,
-                        "offboarding",
-                        &decision,
-                        &partner_id,
-                        json!({"credentials_revoked": revoked}),
-                        error,
-                    )
-                    .await);
-            }
+            self.unless_stopped(
+                self.revoke_credential(caller, principal, credential).await,
+                (caller, "offboarding", &decision, &partner_id),
+                json!({"credentials_revoked": revoked}),
+            )
+            .await?;
             revoked.push(credential.clone());
         }
-        let archived = match self
-            .update_record(
-                caller,
-                ResourceType::Partner,
-                &partner_id,
-                &json!({"status": "archived"}),
-                None,
+        let archived = self
+            .unless_stopped(
+                self.update_record(
+                    caller,
+                    ResourceType::Partner,
+                    &partner_id,
+                    &json!({"status": "archived"}),
+                    None,
+                )
+                .await,
+                (caller, "offboarding", &decision, &partner_id),
+                json!({"credentials_revoked": revoked}),
             )
-            .await
-        {
-            Ok(archived) => archived,
-            Err(error) => {
-                return Err(self
-                    .incomplete(
-                        caller,
-                        "offboarding",
-                        &decision,
-                        &partner_id,
-                        json!({"credentials_revoked": revoked}),
-                        error,
-                    )
-                    .await);
-            }
-        };
+            .await?;
         let run = WorkflowRow {
             id: partnerdb_store::new_id(),
             kind: "offboarding".into(),
