@@ -634,3 +634,52 @@ async fn a_replay_after_the_role_is_gone_is_refused() {
         );
     }
 }
+
+/// A partner moved to another region (or owner) moves its children with
+/// it, each as a new version: an `If-Match` from before the move is
+/// stale.
+#[tokio::test]
+async fn a_child_moved_with_its_partner_is_a_new_version() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let partner = app
+            .record("partners", json!({"name": "M", "region": "emea"}))
+            .await;
+        let contact = app
+            .record(
+                "contacts",
+                json!({"partner_id": partner["id"], "name": "Moved"}),
+            )
+            .await;
+        let path = format!("/v1/contacts/{}", contact["id"].as_str().unwrap());
+        let before = app.get(&path, &app.admin_token).await;
+        let etag = before.header("etag").unwrap().to_owned();
+        let moved = app
+            .patch(
+                &format!("/v1/partners/{}", partner["id"].as_str().unwrap()),
+                &app.admin_token,
+                &json!({"region": "apac"}),
+            )
+            .await;
+        assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
+        let stale = app
+            .request(
+                Method::PATCH,
+                &path,
+                Some(&app.admin_token),
+                Some(&json!({"name": "Still"})),
+                &[("if-match", &etag)],
+            )
+            .await;
+        assert_eq!(
+            stale.status,
+            StatusCode::PRECONDITION_FAILED,
+            "{backend:?}: {:?}",
+            stale.body
+        );
+        let after = app.get(&path, &app.admin_token).await;
+        assert_ne!(after.header("etag"), Some(etag.as_str()), "{backend:?}");
+    }
+}

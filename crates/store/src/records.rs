@@ -491,6 +491,9 @@ pub async fn cascade_partner(tx: &mut Tx, partner: &Record) -> Result<(), StoreE
             .bind(region.clone())
             .push(", p_tier = ")
             .bind(tier.clone())
+            // A child whose owner or partner's region or tier changed is
+            // a new version: an If-Match made before the move is stale.
+            .push(", version = version + 1")
             .push(" WHERE partner_id = ")
             .bind(partner.id.as_str());
         tx.execute(&sql).await?;
