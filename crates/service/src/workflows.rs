@@ -355,8 +355,11 @@ impl Service {
             Ok(answer) => Ok(answer),
             Err(error) => {
                 // Give the run back, to be approved again (it resumes).
+                // Only if it is still ours to give: a claim whose lease ran
+                // out may have been taken over (and finished) by another
+                // approver, and no step was then made here.
                 let mut tx = self.db().begin().await?;
-                store::transition(
+                let released = store::transition(
                     &mut tx,
                     &run.id,
                     "approving",
@@ -364,9 +367,11 @@ impl Service {
                     &self.now_text(),
                 )
                 .await?;
-                let step = json!({"step": "released", "status": {"before": "approving", "after": "awaiting_approval"}});
-                self.append_approval_step(&mut tx, caller, &run, step)
-                    .await?;
+                if released {
+                    let step = json!({"step": "released", "status": {"before": "approving", "after": "awaiting_approval"}});
+                    self.append_approval_step(&mut tx, caller, &run, step)
+                        .await?;
+                }
                 tx.commit().await?;
                 Err(error)
             }
