@@ -135,9 +135,15 @@ const AUTH_CACHE_MAX: usize = 10_000;
 /// Recent token lookups, by token hash.
 #[derive(Debug, Default)]
 struct AuthCache {
-    entries: std::sync::Mutex<
-        std::collections::HashMap<String, (jiff::Timestamp, store_principals::Authenticated)>,
-    >,
+    entries: std::sync::Mutex<CacheEntries>,
+}
+
+/// The cached lookups, and how many times they were cleared: a lookup
+/// read from the database before a clearing is not put back after it.
+#[derive(Debug, Default)]
+struct CacheEntries {
+    generation: u64,
+    map: std::collections::HashMap<String, (jiff::Timestamp, store_principals::Authenticated)>,
 }
 
 impl AuthCache {
@@ -146,27 +152,50 @@ impl AuthCache {
             && at <= now
     }
 
-    fn get(&self, hash: &str, now: jiff::Timestamp) -> Option<store_principals::Authenticated> {
-        let entries = self.entries.lock().ok()?;
-        let (at, found) = entries.get(hash)?;
-        Self::fresh(*at, now).then(|| found.clone())
+    /// A cached lookup; else the generation to hand to [`AuthCache::put`]
+    /// with what the database says.
+    fn get(
+        &self,
+        hash: &str,
+        now: jiff::Timestamp,
+    ) -> Result<store_principals::Authenticated, u64> {
+        let Ok(entries) = self.entries.lock() else {
+            return Err(u64::MAX);
+        };
+        match entries.map.get(hash) {
+            Some((at, found)) if Self::fresh(*at, now) => Ok(found.clone()),
+            _ => Err(entries.generation),
+        }
     }
 
-    fn put(&self, hash: String, found: store_principals::Authenticated, now: jiff::Timestamp) {
+    /// Caches a lookup read while the cache was at `generation`: not if it
+    /// was cleared since (a revocation committed meanwhile must not be
+    /// undone by the row read before it).
+    fn put(
+        &self,
+        hash: String,
+        found: store_principals::Authenticated,
+        now: jiff::Timestamp,
+        generation: u64,
+    ) {
         if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= AUTH_CACHE_MAX {
-                entries.retain(|_, (at, _)| Self::fresh(*at, now));
-                if entries.len() >= AUTH_CACHE_MAX {
-                    entries.clear();
+            if entries.generation != generation {
+                return;
+            }
+            if entries.map.len() >= AUTH_CACHE_MAX {
+                entries.map.retain(|_, (at, _)| Self::fresh(*at, now));
+                if entries.map.len() >= AUTH_CACHE_MAX {
+                    entries.map.clear();
                 }
             }
-            entries.insert(hash, (now, found));
+            entries.map.insert(hash, (now, found));
         }
     }
 
     fn clear(&self) {
         if let Ok(mut entries) = self.entries.lock() {
-            entries.clear();
+            entries.map.clear();
+            entries.generation = entries.generation.wrapping_add(1);
         }
     }
 }
@@ -318,12 +347,12 @@ impl Service {
         let hash = auth::token_hash(token);
         let now = self.clock.now();
         let found = match self.auth_cache.get(&hash, now) {
-            Some(found) => found,
-            None => {
+            Ok(found) => found,
+            Err(generation) => {
                 let found = store_principals::authenticate(&self.db, &hash)
                     .await?
                     .ok_or(ServiceError::Unauthenticated("invalid token"))?;
-                self.auth_cache.put(hash, found.clone(), now);
+                self.auth_cache.put(hash, found.clone(), now, generation);
                 found
             }
         };
@@ -505,4 +534,51 @@ pub enum BootstrapError {
     /// No role of the policy can apply policies.
     #[error("no role of the policy holds policy:apply, so there could be no administrator")]
     NoAdminRole,
+}
+
+#[cfg(test)]
+mod auth_cache_tests {
+    use super::*;
+
+    fn found(revoked: bool) -> store_principals::Authenticated {
+        store_principals::Authenticated {
+            principal: store_principals::PrincipalRow {
+                id: "p".into(),
+                kind: "user".into(),
+                name: "n".into(),
+                partner_id: None,
+                attrs: Default::default(),
+                created_at: "2026-01-01T00:00:00.000000Z".into(),
+                roles: vec!["admin".into()],
+            },
+            credential: store_principals::CredentialRow {
+                id: "c".into(),
+                principal_id: "p".into(),
+                prefix: "pdb_x".into(),
+                created_at: "2026-01-01T00:00:00.000000Z".into(),
+                expires_at: None,
+                revoked_at: revoked.then(|| "2026-01-01T00:00:01.000000Z".into()),
+            },
+        }
+    }
+
+    /// A lookup read before a clearing (a revocation committed while it
+    /// was read) is not cached after it; one read after is.
+    #[test]
+    fn a_lookup_read_before_a_clearing_is_not_cached_after_it() {
+        let cache = AuthCache::default();
+        let now = jiff::Timestamp::now();
+        let Err(before) = cache.get("h", now) else {
+            panic!("empty cache");
+        };
+        cache.clear();
+        cache.put("h".into(), found(false), now, before);
+        let Err(after) = cache.get("h", now) else {
+            panic!("the stale lookup must not be cached");
+        };
+        assert_ne!(before, after);
+        cache.put("h".into(), found(true), now, after);
+        let cached = cache.get("h", now).expect("cached");
+        assert!(cached.credential.revoked_at.is_some());
+    }
 }
