@@ -402,7 +402,7 @@ impl Service {
     }
 
     /// The version active in the database (inside `tx`), compiled.
-    async fn active_in(
+    pub(crate) async fn active_in(
         &self,
         tx: &mut partnerdb_store::Tx,
     ) -> Result<(PolicyVersionRow, CompiledPolicy), ServiceError> {
@@ -691,7 +691,10 @@ impl Service {
         let (_, before) = self.live_administrators(tx, &current).await?;
         let (_, after) = self.live_administrators(tx, candidate).await?;
         let min = candidate.policy().min_admins as usize;
-        if after.len() < min && after.len() <= before.len() {
+        // R13: no version may bring the administrators below
+        // `min_admins`, nor lower their number while it is already below;
+        // one that keeps it as it is passes (as unbinding and revoking do).
+        if after.len() < min && after.len() < before.len() {
             return Err(ServiceError::conflict(
                 "lockout",
                 format!(
@@ -931,7 +934,7 @@ impl Service {
             }
         }
         let min = candidate.policy().min_admins as usize;
-        let lockout_ok = admins_after.len() >= min || admins_after.len() > admins_now.len();
+        let lockout_ok = admins_after.len() >= min || admins_after.len() >= admins_now.len();
         let mut simulation = self.simulate(&in_force, &candidate, days).await?;
         // Who did what is the trail's and the principals' business: shown
         // only to those who may read them, across every partner (as

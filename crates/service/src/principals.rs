@@ -611,8 +611,11 @@ impl Service {
         let decision = self
             .decide_principal(caller, Action::Assign, id, false)
             .await?;
-        let policy = caller.policy.clone();
         let mut tx = self.begin_locked().await?;
+        // Counted under the version in force now (read under the lock),
+        // not the one the request was authenticated under: a version
+        // activated meanwhile may count other administrators.
+        let (_, policy) = self.active_in(&mut tx).await?;
         let principal = principal_in(&mut tx, id).await?;
         if !principal.roles.iter().any(|r| r == role) {
             return Err(ServiceError::NotFound("role binding"));
@@ -658,8 +661,11 @@ impl Service {
         let decision = self
             .decide_principal(caller, Action::Delete, id, false)
             .await?;
-        let policy = caller.policy.clone();
         let mut tx = self.begin_locked().await?;
+        // Counted under the version in force now (read under the lock),
+        // not the one the request was authenticated under: a version
+        // activated meanwhile may count other administrators.
+        let (_, policy) = self.active_in(&mut tx).await?;
         let (_, before) = self.live_administrators(&mut tx, &policy).await?;
         let after = before.iter().filter(|a| *a != id).count();
         Self::check_lockout(&policy, before.len(), after)?;
@@ -758,8 +764,11 @@ impl Service {
         let decision = self
             .decide_principal(caller, Action::Update, id, false)
             .await?;
-        let policy = caller.policy.clone();
         let mut tx = self.begin_locked().await?;
+        // Counted under the version in force now (read under the lock),
+        // not the one the request was authenticated under: a version
+        // activated meanwhile may count other administrators.
+        let (_, policy) = self.active_in(&mut tx).await?;
         let credential = store::credential_in(&mut tx, credential_id)
             .await?
             .filter(|c| c.principal_id == id && c.revoked_at.is_none())
