@@ -562,3 +562,47 @@ async fn principal_events_say_what_changed() {
         assert_eq!(gone[0]["credentials_revoked"], json!([credential]));
     }
 }
+
+/// A principal bound to a partner reaches that partner's principals only
+/// (R15), whatever its roles let it read.
+#[tokio::test]
+async fn a_partner_bound_principal_reaches_its_partners_principals_only() {
+    for backend in BACKENDS {
+        let Some(app) = spawn(backend).await else {
+            continue;
+        };
+        let a = app
+            .record("partners", json!({"name": "A", "region": "emea"}))
+            .await;
+        let b = app
+            .record("partners", json!({"name": "B", "region": "emea"}))
+            .await;
+        let (a_reader, a_token) = app
+            .principal("a reader", &["auditor"], a["id"].as_str(), json!({}))
+            .await;
+        let (b_client, _) = app
+            .principal("b client", &["api_client"], b["id"].as_str(), json!({}))
+            .await;
+        let listed = app.get("/v1/principals", &a_token).await;
+        assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+        let ids: Vec<&str> = listed.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [a_reader.as_str()], "{backend:?}");
+        for path in [
+            format!("/v1/principals/{b_client}"),
+            format!("/v1/principals/{b_client}/credentials"),
+            format!("/v1/principals/{}", app.admin_id),
+        ] {
+            let other = app.get(&path, &a_token).await;
+            assert_eq!(other.status, StatusCode::NOT_FOUND, "{backend:?} {path}");
+        }
+        let own = app
+            .get(&format!("/v1/principals/{a_reader}"), &a_token)
+            .await;
+        assert_eq!(own.status, StatusCode::OK, "{backend:?}");
+    }
+}

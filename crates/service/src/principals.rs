@@ -175,6 +175,28 @@ impl Service {
         };
         let decision = caller.policy.decide(&request);
         if decision.allowed {
+            // A principal bound to a partner reaches that partner's
+            // principals only (R15): another's is not found (a refusal
+            // the service makes, recorded as such).
+            if let Some(own) = caller.principal.partner_id.as_deref()
+                && id != "*"
+                && store::get(self.db(), id)
+                    .await?
+                    .is_some_and(|target| target.partner_id.as_deref() != Some(own))
+            {
+                let refused = crate::audit::service_refusal();
+                let event = self.principal_event(
+                    caller,
+                    action,
+                    id,
+                    &refused,
+                    Some("the principal belongs to no partner of yours".into()),
+                    json!({}),
+                );
+                return self
+                    .refuse(ServiceError::NotFound("principal"), Some(event))
+                    .await;
+            }
             if read {
                 self.record(self.principal_event(caller, action, id, &decision, None, json!({})))
                     .await?;
@@ -304,7 +326,9 @@ impl Service {
     ) -> Result<Vec<Json>, ServiceError> {
         self.decide_principal(caller, Action::Read, "*", true)
             .await?;
-        let listed = store::list(self.db(), after, limit.clamp(1, 500))
+        // A principal bound to a partner lists that partner's only.
+        let own = caller.principal.partner_id.as_deref();
+        let listed = store::list(self.db(), after, limit.clamp(1, 500), own)
             .await?
             .iter()
             .map(principal_json)

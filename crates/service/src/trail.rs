@@ -525,7 +525,7 @@ pub async fn usage_facts(
         .transpose()?;
     let mut after = None;
     loop {
-        let page = partnerdb_store::principals::list(db, after.as_deref(), 500).await?;
+        let page = partnerdb_store::principals::list(db, after.as_deref(), 500, None).await?;
         let Some(last) = page.last() else { break };
         after = Some(last.id.clone());
         for principal in page {

@@ -118,12 +118,13 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<PrincipalRow>, StoreError> 
     Ok(Some(principal))
 }
 
-/// Every principal that is not deleted, with its roles, in id order,
-/// starting after `after` (at most `limit`).
+/// Every principal that is not deleted (of `partner` only, if given),
+/// with its roles, in id order, starting after `after` (at most `limit`).
 pub async fn list(
     db: &Db,
     after: Option<&str>,
     limit: usize,
+    partner: Option<&str>,
 ) -> Result<Vec<PrincipalRow>, StoreError> {
     let mut sql = db.sql();
     sql.push("SELECT ")
@@ -131,6 +132,9 @@ pub async fn list(
         .push(" FROM principals WHERE deleted_at IS NULL");
     if let Some(after) = after {
         sql.push(" AND id > ").bind(after);
+    }
+    if let Some(partner) = partner {
+        sql.push(" AND partner_id = ").bind(partner);
     }
     sql.push(" ORDER BY id LIMIT ").bind(limit as i64);
     let rows = db.fetch_all(&sql).await?;
