@@ -333,20 +333,21 @@ pub async fn checked_between(
         // any field) was not written by partnerdb: the event was altered,
         // whatever its content would hash to read some other way (read as
         // missing or empty, it could hash as it did when the field was).
-        let unreadable = (1..=12).find(|&i| {
-            row.text(i).is_none() && (!row.is_null(i) || !OPTIONAL_COLUMNS.contains(&i))
-        });
-        let text = |i| row.text(i).unwrap_or_default();
+        // Each field read (and its UTF-8 checked) once.
+        let texts: [Option<&str>; 13] = std::array::from_fn(|i| row.text(i));
+        let unreadable = (1..=12)
+            .find(|&i| texts[i].is_none() && (!row.is_null(i) || !OPTIONAL_COLUMNS.contains(&i)));
+        let text = |i: usize| texts[i].unwrap_or_default();
         let stored = StoredRef {
             event: EventRef {
                 seq: row.int(0),
                 at: text(1),
                 kind: text(2),
-                principal_id: row.text(3),
+                principal_id: texts[3],
                 action: text(4),
                 resource_type: text(5),
-                resource_id: row.text(6),
-                partner_id: row.text(7),
+                resource_id: texts[6],
+                partner_id: texts[7],
                 decision: text(8),
                 policy_version: text(9),
                 detail: text(10),
