@@ -972,13 +972,6 @@ pub async fn hash_at(db: &Db, seq: i64) -> Result<Option<String>, StoreError> {
     Ok(db.fetch_optional(&sql).await?.map(|r| r.text(0)))
 }
 
-/// The last checkpoint's seq (0 when none).
-pub async fn last_checkpoint(db: &Db) -> Result<i64, StoreError> {
-    let mut sql = db.sql();
-    sql.push("SELECT seq FROM audit_checkpoints ORDER BY seq DESC LIMIT 1");
-    Ok(db.fetch_optional(&sql).await?.map_or(0, |r| r.int(0)))
-}
-
 /// The first seq recorded at or after `at`, if any: the events are read
 /// in seq order from the first time span that can hold one (the events
 /// after the indexed seq when none can).
