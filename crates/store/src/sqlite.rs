@@ -263,13 +263,7 @@ impl Sqlite {
                 .unwrap_or_else(|e| e.into_inner())
                 .committed
         };
-        Durable {
-            ticket,
-            synced: self.sync.synced.subscribe(),
-            sync: Arc::downgrade(&self.sync),
-        }
-        .wait()
-        .await
+        Durable::of(&self.sync, ticket).wait().await
     }
 
     /// Applies what it can of the WAL to the database without waiting for
@@ -363,11 +357,7 @@ impl SqliteTx {
         // WAL costs a system call.
         let ticket = self.sync.committed();
         drop(conn);
-        Ok(Durable {
-            ticket,
-            synced: self.sync.synced.subscribe(),
-            sync: Arc::downgrade(&self.sync),
-        })
+        Ok(Durable::of(&self.sync, ticket))
     }
 }
 
@@ -551,6 +541,15 @@ pub(crate) struct Durable {
 }
 
 impl Durable {
+    /// Commit `ticket`, to be waited for on `sync`.
+    fn of(sync: &Arc<WalSync>, ticket: u64) -> Durable {
+        Durable {
+            ticket,
+            synced: sync.synced.subscribe(),
+            sync: Arc::downgrade(sync),
+        }
+    }
+
     /// Fails if a sync has failed (final), without waiting.
     pub(crate) fn check(&self) -> Result<(), StoreError> {
         match &*self.synced.borrow() {
