@@ -279,6 +279,16 @@ impl Service {
         Ok(tx)
     }
 
+    /// [`Service::begin_locked`], with the policy version in force read
+    /// under the lock: administrators are counted under it, not under the
+    /// one the request was authenticated under (a version activated
+    /// meanwhile may count others).
+    pub(crate) async fn begin_locked_in_force(&self) -> Result<(Tx, CompiledPolicy), ServiceError> {
+        let mut tx = self.begin_locked().await?;
+        let (_, policy) = self.active_in(&mut tx).await?;
+        Ok((tx, policy))
+    }
+
     /// The administrators now (holding `policy:apply`, with a credential
     /// neither revoked nor expired), inside a locked transaction.
     pub(crate) async fn live_administrators(
@@ -635,11 +645,7 @@ impl Service {
         let decision = self
             .decide_principal(caller, Action::Assign, id, false)
             .await?;
-        let mut tx = self.begin_locked().await?;
-        // Counted under the version in force now (read under the lock),
-        // not the one the request was authenticated under: a version
-        // activated meanwhile may count other administrators.
-        let (_, policy) = self.active_in(&mut tx).await?;
+        let (mut tx, policy) = self.begin_locked_in_force().await?;
         let principal = principal_in(&mut tx, id).await?;
         if !principal.roles.iter().any(|r| r == role) {
             return Err(ServiceError::NotFound("role binding"));
@@ -685,11 +691,7 @@ impl Service {
         let decision = self
             .decide_principal(caller, Action::Delete, id, false)
             .await?;
-        let mut tx = self.begin_locked().await?;
-        // Counted under the version in force now (read under the lock),
-        // not the one the request was authenticated under: a version
-        // activated meanwhile may count other administrators.
-        let (_, policy) = self.active_in(&mut tx).await?;
+        let (mut tx, policy) = self.begin_locked_in_force().await?;
         let (_, before) = self.live_administrators(&mut tx, &policy).await?;
         let after = before.iter().filter(|a| *a != id).count();
         Self::check_lockout(&policy, before.len(), after)?;
@@ -788,11 +790,7 @@ impl Service {
         let decision = self
             .decide_principal(caller, Action::Update, id, false)
             .await?;
-        let mut tx = self.begin_locked().await?;
-        // Counted under the version in force now (read under the lock),
-        // not the one the request was authenticated under: a version
-        // activated meanwhile may count other administrators.
-        let (_, policy) = self.active_in(&mut tx).await?;
+        let (mut tx, policy) = self.begin_locked_in_force().await?;
         let credential = store::credential_in(&mut tx, credential_id)
             .await?
             .filter(|c| c.principal_id == id && c.revoked_at.is_none())
