@@ -229,30 +229,21 @@ impl Service {
                 visible.retain(|class| was.contains(class));
             }
             let readable = |class: &str| visible.contains(&class);
-            if !readable("general")
-                && let Some(attrs) = detail
+            if !readable("general") {
+                if let Some(attrs) = detail
                     .pointer_mut("/input_before/resource/attrs")
                     .and_then(Json::as_object_mut)
-            {
-                for value in attrs.values_mut() {
-                    *value = Json::from(HIDDEN);
-                }
-            }
-            if !readable("general")
-                && let Some(attrs) = detail["input"]["resource"]
-                    .get_mut("attrs")
-                    .and_then(Json::as_object_mut)
-            {
-                let mut values: Vec<String> = Vec::with_capacity(attrs.len());
-                for value in attrs.values_mut() {
-                    if let Json::String(text) = std::mem::replace(value, Json::from(HIDDEN)) {
-                        values.push(text);
-                    }
-                }
-                if let Some(reason) = detail.get_mut("reason")
-                    && let Json::String(text) = reason
                 {
-                    *text = hide_record_values(text, values, HIDDEN);
+                    hide_values(attrs, HIDDEN);
+                }
+                if let Some(attrs) = detail
+                    .pointer_mut("/input/resource/attrs")
+                    .and_then(Json::as_object_mut)
+                {
+                    let values = hide_values(attrs, HIDDEN);
+                    if let Some(Json::String(text)) = detail.get_mut("reason") {
+                        *text = hide_record_values(text, values, HIDDEN);
+                    }
                 }
             }
             if let Some(changes) = detail.get_mut("changes").and_then(Json::as_array_mut) {
@@ -584,9 +575,7 @@ fn hide_other_principal(caller: &Caller, detail: &mut Json, hidden: &str) -> boo
         if (theirs || staff)
             && let Some(attrs) = principal.get_mut("attrs").and_then(Json::as_object_mut)
         {
-            for value in attrs.values_mut() {
-                *value = Json::from(hidden);
-            }
+            hide_values(attrs, hidden);
         }
     }
     if let Some(Json::String(reason)) = detail.get_mut("reason") {
@@ -595,6 +584,17 @@ fn hide_other_principal(caller: &Caller, detail: &mut Json, hidden: &str) -> boo
         }
     }
     whole
+}
+
+/// Replaces every value of `object` by `hidden`; the text values it held.
+fn hide_values(object: &mut serde_json::Map<String, Json>, hidden: &str) -> Vec<String> {
+    object
+        .values_mut()
+        .filter_map(|value| match std::mem::replace(value, Json::from(hidden)) {
+            Json::String(text) => Some(text),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A deny reason with the record's attribute values it quotes hidden: a
