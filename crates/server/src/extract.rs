@@ -218,6 +218,9 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// What a path id is, as refusals say it.
+const ID_RULE: &str = "ids are 1 to 64 letters, digits, `-` or `_`";
+
 /// Checks a path id: 1 to 64 characters of letters, digits, `-` and `_`.
 pub fn check_id(id: &str) -> Result<(), Problem> {
     // Text that begins like a token is refused as an id, so that a token
@@ -235,7 +238,7 @@ pub fn check_id(id: &str) -> Result<(), Problem> {
             StatusCode::BAD_REQUEST,
             "invalid_id",
             "Invalid id",
-            "ids are 1 to 64 letters, digits, `-` or `_`, and not a token",
+            format!("{ID_RULE}, and not a token"),
         ))
     }
 }
@@ -306,10 +309,7 @@ where
                 StatusCode::BAD_REQUEST,
                 "invalid_id",
                 "Invalid id",
-                format!(
-                    "{}; ids are 1 to 64 letters, digits, `-` or `_`",
-                    rejection.body_text()
-                ),
+                format!("{}; {ID_RULE}", rejection.body_text()),
             )),
         }
     }
