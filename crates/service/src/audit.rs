@@ -120,38 +120,18 @@ impl AuditWriter {
         let (queue, mut incoming) = mpsc::channel::<(NewEvent, Ack)>(max_batch.max(16) * 4);
         tokio::spawn(async move {
             while let Some(first) = incoming.recv().await {
-                let mut batch = vec![first];
-                // Take what is queued; then let the requests running now
-                // queue theirs (a yield or two) before committing, as long
-                // as that brings more: fewer, larger commits write fewer
-                // WAL pages and syncs per event.
-                let mut idle_yields = 0;
-                let mut yields = 0;
-                while batch.len() < max_batch {
-                    match incoming.try_recv() {
-                        Ok(next) => {
-                            batch.push(next);
-                            idle_yields = 0;
-                        }
-                        Err(_) if idle_yields < 2 && yields < 8 => {
-                            idle_yields += 1;
-                            yields += 1;
-                            tokio::task::yield_now().await;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let (events, acks): (Vec<NewEvent>, Vec<Ack>) = batch.into_iter().unzip();
-                // On disk: the batch's answers wait for its commit to
-                // reach the disk, on a task of their own: the next batch
-                // is written meanwhile (SQLite), and one sync covers both.
-                let count = events.len();
-                match commit_batch(&db, events).await {
+                let (acks, result) = gather_and_commit(&db, first, &mut incoming, max_batch).await;
+                let count = acks.len();
+                match result {
                     // Answered at the commit, unless a sync has failed
                     // (nothing committed since is known to reach the disk).
                     Ok(durable) if durability == ReadDurability::Commit => {
                         answer(acks, count, durable.check().map_err(|e| e.to_string()));
                     }
+                    // On disk: the batch's answers wait for its commit to
+                    // reach the disk, on a task of their own: the next
+                    // batch is written meanwhile (SQLite), and one sync
+                    // covers both.
                     Ok(durable) => {
                         tokio::spawn(async move {
                             let result = durable.wait().await.map_err(|e| e.to_string());
@@ -241,10 +221,57 @@ impl<T> Recorded<T> {
     }
 }
 
-async fn commit_batch(db: &Db, events: Vec<NewEvent>) -> Result<Durable, StoreError> {
-    let mut tx = db.begin().await?;
-    store::append(&mut tx, events).await?;
-    tx.commit_pipelined().await
+/// One group commit: opens a transaction, appends `first` and whatever
+/// else is queued, up to `max_batch` events, each as soon as it is taken
+/// (so that the batch's commit, once no more come, has only the commit
+/// itself left to do while the requests wait), and commits pipelined.
+/// Returns the batch's acknowledgements and the commit to wait on, or
+/// the error that fails the whole batch.
+async fn gather_and_commit(
+    db: &Db,
+    first: (NewEvent, Ack),
+    incoming: &mut mpsc::Receiver<(NewEvent, Ack)>,
+    max_batch: usize,
+) -> (Vec<Ack>, Result<Durable, StoreError>) {
+    let (event, ack) = first;
+    let mut acks = vec![ack];
+    let mut tx = match db.begin().await {
+        Ok(tx) => tx,
+        Err(error) => return (acks, Err(error)),
+    };
+    let mut appender = match store::Appender::begin(&mut tx).await {
+        Ok(appender) => appender,
+        Err(error) => return (acks, Err(error)),
+    };
+    if let Err(error) = appender.push(&mut tx, event).await {
+        return (acks, Err(error));
+    }
+    // Take what is queued; then let the requests running now queue theirs
+    // (a yield or two) before committing, as long as that brings more:
+    // fewer, larger commits write fewer WAL pages and syncs per event.
+    let mut idle_yields = 0;
+    let mut yields = 0;
+    while acks.len() < max_batch {
+        match incoming.try_recv() {
+            Ok((event, ack)) => {
+                acks.push(ack);
+                idle_yields = 0;
+                if let Err(error) = appender.push(&mut tx, event).await {
+                    return (acks, Err(error));
+                }
+            }
+            Err(_) if idle_yields < 2 && yields < 8 => {
+                idle_yields += 1;
+                yields += 1;
+                tokio::task::yield_now().await;
+            }
+            Err(_) => break,
+        }
+    }
+    if let Err(error) = appender.finish(&mut tx).await {
+        return (acks, Err(error));
+    }
+    (acks, tx.commit_pipelined().await)
 }
 
 /// Answers a batch's requests: committed and on disk, or the trail's

@@ -93,21 +93,86 @@ pub async fn head(db: &Db) -> Result<(i64, String), StoreError> {
 /// the last `(seq, hash)`. The events' text moves into the statements: it
 /// is hashed where it lies and never copied.
 pub async fn append(tx: &mut Tx, events: Vec<NewEvent>) -> Result<(i64, String), StoreError> {
-    lock_on_postgres(tx, AUDIT_LOCK).await?;
-    let (mut seq, mut prev) = head_in(tx).await?;
-    let usage = usage_deltas(&events);
-    let per_statement = rows_per_insert(tx);
-    let mut events = events.into_iter().peekable();
-    while events.peek().is_some() {
+    let mut appender = Appender::begin(tx).await?;
+    for event in events {
+        appender.push(tx, event).await?;
+    }
+    appender.finish(tx).await
+}
+
+/// Events appended one at a time to the chain in the caller's
+/// transaction, as they come: the batched writer appends each read event
+/// as soon as it is queued, so that its commit, when the batch closes, has
+/// only the commit itself left to do. [`Appender::begin`] takes the chain
+/// (on PostgreSQL its advisory lock) and reads its head; [`Appender::push`]
+/// hashes an event after the last and writes it (on SQLite at once; on
+/// PostgreSQL, which pays a round trip a statement, a multi-row statement
+/// every [`rows_per_insert`] events); [`Appender::finish`] writes what is
+/// left and adds the events to the usage counters. Nothing is kept unless
+/// the transaction commits.
+#[derive(Debug)]
+pub struct Appender {
+    /// The last event's seq and hash (the head, then each pushed event).
+    seq: i64,
+    prev: String,
+    usage: UsageDeltas,
+    /// Events hashed but not yet written, with their seq, link and hash.
+    unwritten: Vec<(i64, NewEvent, String, String)>,
+    per_statement: usize,
+}
+
+impl Appender {
+    /// Takes the chain for the transaction and reads its head.
+    pub async fn begin(tx: &mut Tx) -> Result<Appender, StoreError> {
+        lock_on_postgres(tx, AUDIT_LOCK).await?;
+        let (seq, prev) = head_in(tx).await?;
+        let per_statement = rows_per_insert(tx);
+        Ok(Appender {
+            seq,
+            prev,
+            usage: UsageDeltas::new(),
+            unwritten: Vec::with_capacity(per_statement),
+            per_statement,
+        })
+    }
+
+    /// Appends an event after the last one.
+    pub async fn push(&mut self, tx: &mut Tx, event: NewEvent) -> Result<(), StoreError> {
+        let seq = self.seq.checked_add(1).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the trail's head is at seq {}: no seq follows",
+                self.seq
+            ))
+        })?;
+        count_event(&mut self.usage, &event);
+        let hash = event.at_seq(seq).hash(&self.prev);
+        let prev = std::mem::replace(&mut self.prev, hash.clone());
+        self.seq = seq;
+        self.unwritten.push((seq, event, prev, hash));
+        if self.unwritten.len() >= self.per_statement {
+            self.write(tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and counts the events in the usage counters;
+    /// the last `(seq, hash)`.
+    pub async fn finish(mut self, tx: &mut Tx) -> Result<(i64, String), StoreError> {
+        self.write(tx).await?;
+        count_usage(tx, std::mem::take(&mut self.usage)).await?;
+        Ok((self.seq, self.prev))
+    }
+
+    /// Writes the events hashed so far, in one statement.
+    async fn write(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
         let mut sql = tx.sql();
         sql.push("INSERT INTO audit_events (")
             .push(COLUMNS)
             .push(") VALUES ");
-        for (i, new) in events.by_ref().take(per_statement).enumerate() {
-            seq = seq.checked_add(1).ok_or_else(|| {
-                StoreError::Corrupt(format!("the trail's head is at seq {seq}: no seq follows"))
-            })?;
-            let hash = new.at_seq(seq).hash(&prev);
+        for (i, (seq, new, prev, hash)) in self.unwritten.drain(..).enumerate() {
             sql.push(if i > 0 { ", (" } else { "(" })
                 .bind(seq)
                 .push(", ")
@@ -131,15 +196,14 @@ pub async fn append(tx: &mut Tx, events: Vec<NewEvent>) -> Result<(i64, String),
                 .push(", ")
                 .bind(new.detail)
                 .push(", ")
-                .bind(std::mem::replace(&mut prev, hash.clone()))
+                .bind(prev)
                 .push(", ")
                 .bind(hash)
                 .push(")");
         }
         tx.execute(&sql).await?;
+        Ok(())
     }
-    count_usage(tx, usage).await?;
-    Ok((seq, prev))
 }
 
 impl NewEvent {
@@ -176,45 +240,42 @@ fn rows_per_insert(tx: &Tx) -> usize {
 /// role and grant that matched an allow.
 type UsageDeltas = std::collections::BTreeMap<(&'static str, String), (i64, i64, String)>;
 
-fn usage_deltas(events: &[NewEvent]) -> UsageDeltas {
-    let mut deltas = UsageDeltas::new();
-    for event in events {
-        let allow = event.decision == "allow";
-        let mut bump = |kind: &'static str, name: &str| {
-            let entry = deltas
-                .entry((kind, name.to_owned()))
-                .or_insert((0, 0, String::new()));
-            if allow {
-                entry.0 += 1;
-            } else {
-                entry.1 += 1;
-            }
-            if entry.2 < event.at {
-                entry.2.clone_from(&event.at);
-            }
-        };
-        if let Some(principal) = &event.principal_id {
-            bump("principal", principal);
-        }
+/// Adds an event to the usage deltas.
+fn count_event(deltas: &mut UsageDeltas, event: &NewEvent) {
+    let allow = event.decision == "allow";
+    let mut bump = |kind: &'static str, name: &str| {
+        let entry = deltas
+            .entry((kind, name.to_owned()))
+            .or_insert((0, 0, String::new()));
         if allow {
-            let mut roles: Vec<&str> = event
-                .matched
-                .iter()
-                .map(|g| g.split('#').next().unwrap_or(g))
-                .collect();
-            // Once per event, however its grants are ordered (an update
-            // counts the grants of both its decisions).
-            roles.sort_unstable();
-            roles.dedup();
-            for role in roles {
-                bump("role", role);
-            }
-            for grant in &event.matched {
-                bump("grant", grant);
-            }
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+        if entry.2 < event.at {
+            entry.2.clone_from(&event.at);
+        }
+    };
+    if let Some(principal) = &event.principal_id {
+        bump("principal", principal);
+    }
+    if allow {
+        let mut roles: Vec<&str> = event
+            .matched
+            .iter()
+            .map(|g| g.split('#').next().unwrap_or(g))
+            .collect();
+        // Once per event, however its grants are ordered (an update
+        // counts the grants of both its decisions).
+        roles.sort_unstable();
+        roles.dedup();
+        for role in roles {
+            bump("role", role);
+        }
+        for grant in &event.matched {
+            bump("grant", grant);
         }
     }
-    deltas
 }
 
 /// Adds to the usage counters.
@@ -1467,6 +1528,114 @@ mod tests {
         files_twice(&db, 100, 250).await;
         db.close().await;
         run_at(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
+    }
+
+    /// Events pushed one at a time (the batched writer's way) chain like
+    /// the same events linked in one go, across PostgreSQL's multi-row
+    /// statements and the remainder after them, and are counted once each;
+    /// pushed and rolled back, they leave the chain as it was. Both
+    /// backends.
+    #[tokio::test]
+    async fn events_pushed_one_at_a_time_chain_and_roll_back_like_a_batch() {
+        let scratch = crate::scratch::Scratch::new("appender");
+        let mut backends = vec![(
+            format!("sqlite://{}", scratch.file().display()),
+            None::<String>,
+        )];
+        if let Some((url, schema)) = postgres_schema().await {
+            backends.push((url, Some(schema)));
+        }
+        for (url, schema) in backends {
+            let options = DbOptions {
+                schema: schema.clone(),
+                ..DbOptions::default()
+            };
+            let db = Db::connect(&url, &options).await.expect("open");
+            db.migrate().await.expect("migrate");
+            let new = |i: usize| NewEvent {
+                at: format!("2026-12-01T10:{:02}:{:02}Z", i / 60 % 60, i % 60),
+                kind: "decision".into(),
+                principal_id: Some("u1".into()),
+                action: "read".into(),
+                resource_type: "partner".into(),
+                resource_id: Some(format!("p{i}")),
+                partner_id: Some(format!("p{i}")),
+                decision: if i.is_multiple_of(5) { "deny" } else { "allow" }.into(),
+                policy_version: "v1".into(),
+                detail: format!("{{\"n\":{i}}}"),
+                matched: if i.is_multiple_of(5) {
+                    vec![]
+                } else {
+                    vec!["reader#0".into()]
+                },
+            };
+            let count = 450;
+            let mut tx = db.begin().await.expect("begin");
+            let mut appender = Appender::begin(&mut tx).await.expect("appender");
+            for i in 0..count {
+                appender.push(&mut tx, new(i)).await.expect("push");
+            }
+            let (seq, hash) = appender.finish(&mut tx).await.expect("finish");
+            tx.commit().await.expect("commit");
+
+            let expected = partnerdb_audit::link(
+                GENESIS,
+                (0..count).map(|i| {
+                    let n = new(i);
+                    Event {
+                        seq: i as i64 + 1,
+                        at: n.at,
+                        kind: n.kind,
+                        principal_id: n.principal_id,
+                        action: n.action,
+                        resource_type: n.resource_type,
+                        resource_id: n.resource_id,
+                        partner_id: n.partner_id,
+                        decision: n.decision,
+                        policy_version: n.policy_version,
+                        detail: n.detail,
+                    }
+                }),
+            );
+            assert_eq!(
+                (seq, hash.as_str()),
+                (count as i64, expected[count - 1].hash.as_str())
+            );
+            let stored = checked_between(&db, 0, i64::MAX).await.expect("read");
+            assert_eq!(stored.len(), count, "{url}");
+            for (checked, want) in stored.iter().zip(&expected) {
+                assert_eq!(checked.seq, want.event.seq);
+                assert_eq!(checked.prev_hash, want.prev_hash);
+                assert_eq!(checked.hash, want.hash);
+                assert_eq!(checked.mismatch, None);
+            }
+            let principal = usage(&db, Some("principal"), Some("u1"))
+                .await
+                .expect("usage");
+            assert_eq!((principal[0].allows, principal[0].denies), (360, 90));
+            let grant = usage(&db, Some("grant"), Some("reader#0"))
+                .await
+                .expect("usage");
+            assert_eq!(grant[0].allows, 360);
+
+            // Pushed, then the transaction dropped: nothing kept.
+            let mut tx = db.begin().await.expect("begin");
+            let mut appender = Appender::begin(&mut tx).await.expect("appender");
+            for i in 0..3 {
+                appender.push(&mut tx, new(i)).await.expect("push");
+            }
+            drop(appender);
+            drop(tx);
+            assert_eq!(head(&db).await.expect("head"), (seq, hash));
+            let principal = usage(&db, Some("principal"), Some("u1"))
+                .await
+                .expect("usage");
+            assert_eq!((principal[0].allows, principal[0].denies), (360, 90));
+            db.close().await;
+            if let Some(schema) = schema {
+                run_at(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
+            }
+        }
     }
 
     /// Files 150 events in chunks of `first`, forgets the watermark,
