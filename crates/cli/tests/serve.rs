@@ -84,7 +84,7 @@ fn serve_names_the_durabilities_it_takes() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("--read-event-durability")
-            && stderr.contains("[possible values: disk, commit]"),
+            && stderr.contains("[possible values: commit, disk]"),
         "{stderr}"
     );
 }

@@ -64,7 +64,7 @@ impl Default for AuditConfig {
             checkpoint_interval: Duration::from_secs(10),
             max_batch: 4096,
             index_interval: Duration::from_millis(250),
-            read_durability: ReadDurability::Disk,
+            read_durability: ReadDurability::Commit,
             #[cfg(feature = "bench-bare")]
             bench_unaudited: false,
         }
@@ -76,19 +76,21 @@ impl Default for AuditConfig {
 /// its event are on disk before the change is answered, always.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ReadDurability {
+    /// The event's commit is made (SQLite: in the WAL, through the
+    /// operating system's cache; it reaches the disk with the next sync,
+    /// within 10 ms, sooner when a change waits for one). A crash of the
+    /// server loses nothing; a crash of the operating system or a power
+    /// cut can lose the events of the last moments, whose answers were
+    /// sent. A failed sync still stops every answer from then on (fail
+    /// closed). On PostgreSQL the same as `Disk`: its commit returns once
+    /// flushed. The default: no answer before its event is committed
+    /// (what each mode costs: `BENCHMARKS.md` §4).
+    #[default]
+    Commit,
     /// The event's commit is on disk (synced): no answer without its
     /// record, whatever happens to the server, the operating system or
     /// the power.
-    #[default]
     Disk,
-    /// The event's commit is made (SQLite: in the WAL, through the
-    /// operating system's cache; it reaches the disk with the next sync,
-    /// within 10 ms, sooner when a change waits for one). A crash of the server loses
-    /// nothing; a crash of the operating system or a power cut can lose
-    /// the events of the last moments, whose answers were sent. A failed
-    /// sync still stops every answer from then on (fail closed). On
-    /// PostgreSQL the same as `Disk`: its commit returns once flushed.
-    Commit,
 }
 
 impl ReadDurability {

@@ -43,11 +43,12 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     checkpoint_seconds: u64,
     /// What the answer to a read or a denial waits for: its audit event
-    /// on disk (synced), or only committed (SQLite: synced within 10 ms;
-    /// a crash of the operating system or a power cut can lose the last
-    /// moments' read and deny events, whose answers were sent; a crash of
-    /// the server loses nothing). Changes are always on disk before they are answered
-    #[arg(long, value_enum, default_value = "disk", value_name = "WHEN")]
+    /// committed (the default; SQLite: synced within 10 ms; a crash of the
+    /// server loses nothing, a crash of the operating system or a power
+    /// cut can lose the last moments' read and deny events, whose answers
+    /// were sent), or on disk (synced) as well. Changes are always on disk
+    /// before they are answered
+    #[arg(long, value_enum, default_value = "commit", value_name = "WHEN")]
     read_event_durability: ReadEventDurability,
     /// Log format
     #[arg(long, value_enum, default_value = "text")]
@@ -56,10 +57,10 @@ pub struct Args {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum ReadEventDurability {
-    /// The event is synced to disk before the answer is sent
-    Disk,
     /// The event is committed before the answer is sent; synced behind it
     Commit,
+    /// The event is synced to disk before the answer is sent
+    Disk,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -205,11 +206,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             "PARTNERDB_BENCH_UNAUDITED=1: read and deny events are NOT written; benchmarks only"
         );
     }
-    if config.read_durability == partnerdb_service::audit::ReadDurability::Commit {
-        tracing::info!(
-            "--read-event-durability commit: read and deny events are answered once committed, before they are synced to disk"
-        );
-    }
+    tracing::info!(
+        "read and deny events are answered once {} (--read-event-durability {})",
+        match config.read_durability {
+            partnerdb_service::audit::ReadDurability::Commit =>
+                "committed, and synced to disk within 10 ms",
+            partnerdb_service::audit::ReadDurability::Disk => "committed and synced to disk",
+        },
+        config.read_durability.name()
+    );
     let durability = config.read_durability;
     let service = match Service::open(db, clock, config).await {
         Ok(service) => service,
