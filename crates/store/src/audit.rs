@@ -207,6 +207,23 @@ impl Appender {
 }
 
 impl NewEvent {
+    /// The event as it is stored at `seq`.
+    pub fn into_event(self, seq: i64) -> Event {
+        Event {
+            seq,
+            at: self.at,
+            kind: self.kind,
+            principal_id: self.principal_id,
+            action: self.action,
+            resource_type: self.resource_type,
+            resource_id: self.resource_id,
+            partner_id: self.partner_id,
+            decision: self.decision,
+            policy_version: self.policy_version,
+            detail: self.detail,
+        }
+    }
+
     /// The event as it is hashed at `seq`.
     pub fn at_seq(&self, seq: i64) -> EventRef<'_> {
         EventRef {
@@ -1578,25 +1595,8 @@ mod tests {
             let (seq, hash) = appender.finish(&mut tx).await.expect("finish");
             tx.commit().await.expect("commit");
 
-            let expected = partnerdb_audit::link(
-                GENESIS,
-                (0..count).map(|i| {
-                    let n = new(i);
-                    Event {
-                        seq: i as i64 + 1,
-                        at: n.at,
-                        kind: n.kind,
-                        principal_id: n.principal_id,
-                        action: n.action,
-                        resource_type: n.resource_type,
-                        resource_id: n.resource_id,
-                        partner_id: n.partner_id,
-                        decision: n.decision,
-                        policy_version: n.policy_version,
-                        detail: n.detail,
-                    }
-                }),
-            );
+            let expected =
+                partnerdb_audit::link(GENESIS, (0..count).map(|i| new(i).into_event(i as i64 + 1)));
             assert_eq!(
                 (seq, hash.as_str()),
                 (count as i64, expected[count - 1].hash.as_str())

@@ -17,7 +17,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use partnerdb_audit::{ChainVerifier, Checkpoint, CheckpointKey, Event, GENESIS};
+use partnerdb_audit::{ChainVerifier, Checkpoint, CheckpointKey, GENESIS};
 use partnerdb_service::audit::{AuditWriter, ReadDurability, verify};
 use partnerdb_store::audit::{self as store, NewEvent};
 use partnerdb_store::{Db, DbOptions};
@@ -211,22 +211,7 @@ async fn verify_bench(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let chain = partnerdb_audit::link(
         GENESIS,
-        (0..total).map(|i| {
-            let new = event(i);
-            Event {
-                seq: i as i64 + 1,
-                at: new.at,
-                kind: new.kind,
-                principal_id: new.principal_id,
-                action: new.action,
-                resource_type: new.resource_type,
-                resource_id: new.resource_id,
-                partner_id: new.partner_id,
-                decision: new.decision,
-                policy_version: new.policy_version,
-                detail: new.detail,
-            }
-        }),
+        (0..total).map(|i| event(i).into_event(i as i64 + 1)),
     );
     let checkpoints: Vec<Checkpoint> = chain
         .iter()
