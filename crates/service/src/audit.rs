@@ -237,17 +237,22 @@ async fn gather_and_commit(
 ) -> (Vec<Ack>, Result<Durable, StoreError>) {
     let (event, ack) = first;
     let mut acks = vec![ack];
-    let mut tx = match db.begin().await {
-        Ok(tx) => tx,
-        Err(error) => return (acks, Err(error)),
-    };
-    let mut appender = match store::Appender::begin(&mut tx).await {
-        Ok(appender) => appender,
-        Err(error) => return (acks, Err(error)),
-    };
-    if let Err(error) = appender.push(&mut tx, event).await {
-        return (acks, Err(error));
-    }
+    let result = gather(db, event, incoming, max_batch, &mut acks).await;
+    (acks, result)
+}
+
+/// [`gather_and_commit`]'s work, each event taken adding its
+/// acknowledgement to `acks`.
+async fn gather(
+    db: &Db,
+    first: NewEvent,
+    incoming: &mut mpsc::Receiver<(NewEvent, Ack)>,
+    max_batch: usize,
+    acks: &mut Vec<Ack>,
+) -> Result<Durable, StoreError> {
+    let mut tx = db.begin().await?;
+    let mut appender = store::Appender::begin(&mut tx).await?;
+    appender.push(&mut tx, first).await?;
     // Take what is queued; then let the requests running now queue theirs
     // (a yield or two) before committing, as long as that brings more:
     // fewer, larger commits write fewer WAL pages and syncs per event.
@@ -258,9 +263,7 @@ async fn gather_and_commit(
             Ok((event, ack)) => {
                 acks.push(ack);
                 idle_yields = 0;
-                if let Err(error) = appender.push(&mut tx, event).await {
-                    return (acks, Err(error));
-                }
+                appender.push(&mut tx, event).await?;
             }
             Err(_) if idle_yields < 2 && yields < 8 => {
                 idle_yields += 1;
@@ -270,10 +273,8 @@ async fn gather_and_commit(
             Err(_) => break,
         }
     }
-    if let Err(error) = appender.finish(&mut tx).await {
-        return (acks, Err(error));
-    }
-    (acks, tx.commit_pipelined().await)
+    appender.finish(&mut tx).await?;
+    tx.commit_pipelined().await
 }
 
 /// Answers a batch's requests: committed and on disk, or the trail's
