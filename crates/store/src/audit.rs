@@ -40,8 +40,12 @@ pub struct NewEvent {
 
 const AUDIT_LOCK: i64 = 727_274_002;
 /// Events per block of the lookup tables: keys lead with `seq >>
-/// BLOCK_BITS`.
-const BLOCK_BITS: u32 = 16;
+/// BLOCK_BITS`. A block is the size of an indexer chunk
+/// ([`index_pending`]'s `max`, 4,096 in the service), so that a chunk's
+/// rows go into one or two blocks of their own, side by side at the end
+/// of each table, not among the rows of the chunks before it (migration
+/// 0012; before it, blocks of 65,536).
+const BLOCK_BITS: u32 = 12;
 /// Events per span of the time index: `audit_spans` keeps the earliest
 /// and latest time of every `seq >> SPAN_BITS`.
 const SPAN_BITS: u32 = 10;
@@ -694,7 +698,8 @@ const FETCH_BY_SEQ: usize = 64;
 /// seq < before` (`before` at most the indexed seq + 1): block by block,
 /// from `before`'s down to `lowest`'s, until `limit` are found. A block's
 /// lists of the key are read in one query (a key with fewer events than a
-/// page costs one query per block of 65,536 events: 16 on a million), and
+/// page costs one query per block of 4,096 events that has some, and two
+/// more to skip each run of blocks that has none), and
 /// the events they name, newest first, [`FETCH_BY_SEQ`] a query, with the
 /// filter's other conditions.
 async fn look_up(
@@ -1230,11 +1235,12 @@ mod tests {
     }
 
     /// The rows the indexer filed before posting lists (migration 0009)
-    /// become posting lists on the upgrade, on both backends: what was
-    /// indexed stays indexed, and lookups find exactly what a plain filter
-    /// does.
+    /// become posting lists on the upgrade (0010, 0011), on both backends:
+    /// what was indexed stays indexed, and lookups find exactly what a
+    /// plain filter does. Then 0012 (blocks of 4,096) drops them, and the
+    /// trail filed again from its start finds the same.
     #[tokio::test]
-    async fn lookup_rows_filed_before_posting_lists_are_kept() {
+    async fn lookup_rows_filed_before_posting_lists_are_kept_then_filed_again() {
         let scratch = crate::scratch::Scratch::new("postings-upgrade");
         let sqlite_url = format!("sqlite://{}", scratch.file().display());
         let mut backends = vec![(Dialect::Sqlite, sqlite_url, None)];
@@ -1247,31 +1253,7 @@ mod tests {
                 ..DbOptions::default()
             };
             let db = Db::connect(&url, &options).await.expect("open");
-            match dialect {
-                Dialect::Postgres => {
-                    let pool = db.postgres_pool().expect("a PostgreSQL pool");
-                    crate::sql::migrator_for(dialect)
-                        .run_to(9, pool)
-                        .await
-                        .expect("migrations up to 0009");
-                }
-                Dialect::Sqlite => {
-                    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-                        .max_connections(1)
-                        .connect_with(
-                            sqlx::sqlite::SqliteConnectOptions::new()
-                                .filename(scratch.file())
-                                .create_if_missing(true),
-                        )
-                        .await
-                        .expect("pool");
-                    crate::sql::migrator_for(dialect)
-                        .run_to(9, &pool)
-                        .await
-                        .expect("migrations up to 0009");
-                    pool.close().await;
-                }
-            }
+            migrate_to(dialect, &db, &scratch.file(), 9).await;
             // 120 events 3,001 seqs apart (across groups of 4,096 and
             // blocks of 65,536), filed as 0009's indexer filed them: a
             // row per event and key.
@@ -1304,8 +1286,23 @@ mod tests {
             tx.execute(&sql).await.expect("watermark");
             tx.commit().await.expect("commit");
 
-            db.migrate().await.expect("migrations from 0010");
+            // 0010 and 0011 keep what was indexed; 0012 drops it (blocks
+            // of another size) and the indexer files the trail again.
+            migrate_to(dialect, &db, &scratch.file(), 11).await;
             assert_eq!(indexed_through(&db).await.expect("through"), last);
+            let found = |db: Db, filters: Vec<AuditFilter>| async move {
+                let mut found = Vec::new();
+                for filter in filters {
+                    let seqs: Vec<i64> = list(&db, &filter, None, 1000)
+                        .await
+                        .expect("list")
+                        .iter()
+                        .map(|s| s.event.seq)
+                        .collect();
+                    found.push(seqs);
+                }
+                found
+            };
             let mut filters = Vec::new();
             for n in 0..7 {
                 filters.push(AuditFilter {
@@ -1322,29 +1319,73 @@ mod tests {
                     ..AuditFilter::default()
                 });
             }
-            for filter in filters {
-                let expected: Vec<i64> = events
-                    .iter()
-                    .rev()
-                    .map(|s| &s.event)
-                    .filter(|e| {
-                        filter.principal_id.is_none() || filter.principal_id == e.principal_id
-                    })
-                    .filter(|e| filter.partner_id.is_none() || filter.partner_id == e.partner_id)
-                    .filter(|e| filter.resource_id.is_none() || filter.resource_id == e.resource_id)
-                    .map(|e| e.seq)
-                    .collect();
-                let got: Vec<i64> = list(&db, &filter, None, 1000)
-                    .await
-                    .expect("list")
-                    .iter()
-                    .map(|s| s.event.seq)
-                    .collect();
-                assert_eq!(got, expected, "{dialect:?} {filter:?}");
-            }
+            let expected: Vec<Vec<i64>> = filters
+                .iter()
+                .map(|filter| {
+                    events
+                        .iter()
+                        .rev()
+                        .map(|s| &s.event)
+                        .filter(|e| {
+                            filter.principal_id.is_none() || filter.principal_id == e.principal_id
+                        })
+                        .filter(|e| {
+                            filter.partner_id.is_none() || filter.partner_id == e.partner_id
+                        })
+                        .filter(|e| {
+                            filter.resource_id.is_none() || filter.resource_id == e.resource_id
+                        })
+                        .map(|e| e.seq)
+                        .collect()
+                })
+                .collect();
+            assert_eq!(
+                found(db.clone(), filters.clone()).await,
+                expected,
+                "{dialect:?} after 0011"
+            );
+            db.migrate().await.expect("migrations from 0012");
+            assert_eq!(indexed_through(&db).await.expect("through"), 0);
+            while index_pending(&db, 4096).await.expect("index") > 0 {}
+            assert_eq!(indexed_through(&db).await.expect("through"), last);
+            assert_eq!(
+                found(db.clone(), filters).await,
+                expected,
+                "{dialect:?} filed again"
+            );
             db.close().await;
             if let Some(schema) = &schema {
                 run_at(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
+            }
+        }
+    }
+
+    /// Runs the migrations up to `version` on `db` (SQLite through a
+    /// connection of its own to `file`).
+    async fn migrate_to(dialect: Dialect, db: &Db, file: &std::path::Path, version: i64) {
+        match dialect {
+            Dialect::Postgres => {
+                let pool = db.postgres_pool().expect("a PostgreSQL pool");
+                crate::sql::migrator_for(dialect)
+                    .run_to(version, pool)
+                    .await
+                    .expect("migrations");
+            }
+            Dialect::Sqlite => {
+                let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(
+                        sqlx::sqlite::SqliteConnectOptions::new()
+                            .filename(file)
+                            .create_if_missing(true),
+                    )
+                    .await
+                    .expect("pool");
+                crate::sql::migrator_for(dialect)
+                    .run_to(version, &pool)
+                    .await
+                    .expect("migrations");
+                pool.close().await;
             }
         }
     }
@@ -1750,8 +1791,25 @@ mod tests {
         let db = Db::connect(&url, &DbOptions::default())
             .await
             .expect("open");
-        db.migrate().await.expect("migrations from 0009");
+        // Through 0011 the events stay indexed; 0012 (lookup blocks of
+        // another size) has the indexer file them again, the spans kept.
+        migrate_to(Dialect::Sqlite, &db, &path, 11).await;
         assert_eq!(indexed_through(&db).await.expect("through"), seq(39));
+        for through in [seq(39), 0, seq(39)] {
+            if through == 0 {
+                db.migrate().await.expect("migrations from 0012");
+            } else if indexed_through(&db).await.expect("through") == 0 {
+                while index_pending(&db, 4096).await.expect("index") > 0 {}
+            }
+            assert_eq!(indexed_through(&db).await.expect("through"), through);
+            times_answered_exactly(&db, &at, &seq).await;
+        }
+    }
+
+    /// Time filters over the 40 events of
+    /// [`a_trail_indexed_before_the_spans_answers_time_filters`] find
+    /// exactly the events a plain filter does.
+    async fn times_answered_exactly(db: &Db, at: impl Fn(i64) -> String, seq: impl Fn(i64) -> i64) {
         for (since, until) in [
             (Some(at(3)), None),
             (None, Some(at(5))),
@@ -1762,14 +1820,14 @@ mod tests {
                 .rev()
                 .filter(|&i| since.as_ref().is_none_or(|s| at(i) >= *s))
                 .filter(|&i| until.as_ref().is_none_or(|u| at(i) < *u))
-                .map(seq)
+                .map(&seq)
                 .collect();
             let filter = AuditFilter {
                 since: since.clone(),
                 until: until.clone(),
                 ..AuditFilter::default()
             };
-            let got: Vec<i64> = list(&db, &filter, None, 100)
+            let got: Vec<i64> = list(db, &filter, None, 100)
                 .await
                 .expect("list")
                 .iter()
@@ -1777,7 +1835,7 @@ mod tests {
                 .collect();
             assert_eq!(got, expected, "since {since:?} until {until:?}");
         }
-        let first = (0..40).filter(|&i| at(i) >= at(7)).map(seq).min();
-        assert_eq!(first_seq_since(&db, &at(7)).await.expect("first"), first);
+        let first = (0..40).filter(|&i| at(i) >= at(7)).map(&seq).min();
+        assert_eq!(first_seq_since(db, &at(7)).await.expect("first"), first);
     }
 }
