@@ -238,6 +238,18 @@ async fn gather_and_commit(
     let (event, ack) = first;
     let mut acks = vec![ack];
     let result = gather(db, event, incoming, max_batch, &mut acks).await;
+    if result.is_err() {
+        // What is queued now fails with the batch, as it would have had
+        // the batch been gathered before its transaction began: a trail
+        // that cannot be written (say, its lock held for the whole busy
+        // timeout) costs the queue one wait, not one wait an event.
+        while acks.len() < max_batch {
+            match incoming.try_recv() {
+                Ok((_, ack)) => acks.push(ack),
+                Err(_) => break,
+            }
+        }
+    }
     (acks, result)
 }
 
