@@ -23,7 +23,7 @@ use partnerdb_audit::CheckpointKey;
 use partnerdb_policy::{Decision, FieldClass, FieldSet};
 use partnerdb_store::audit::{self as store, NewEvent};
 use partnerdb_store::records::Record;
-use partnerdb_store::{Db, Durable, StoreError, Tx, Value};
+use partnerdb_store::{Db, Dialect, Durable, StoreError, Tx, Value};
 use serde::ser::{Serialize, SerializeMap as _, Serializer};
 use serde_json::{Map, Value as Json, json};
 use smallvec::SmallVec;
@@ -223,12 +223,12 @@ impl<T> Recorded<T> {
     }
 }
 
-/// One group commit: opens a transaction, appends `first` and whatever
-/// else is queued, up to `max_batch` events, each as soon as it is taken
-/// (so that the batch's commit, once no more come, has only the commit
-/// itself left to do while the requests wait), and commits pipelined.
-/// Returns the batch's acknowledgements and the commit to wait on, or
-/// the error that fails the whole batch.
+/// One group commit: takes `first` and whatever else is queued, up to
+/// `max_batch` events, appending each as soon as it is taken where that
+/// keeps no one else waiting ([`Batch`]), so that once no more come only
+/// the commit itself is left while the requests wait; commits pipelined.
+/// Returns the batch's acknowledgements and the commit to wait on, or the
+/// error that fails the whole batch (and what is queued when it fails).
 async fn gather_and_commit(
     db: &Db,
     first: (NewEvent, Ack),
@@ -262,9 +262,7 @@ async fn gather(
     max_batch: usize,
     acks: &mut Vec<Ack>,
 ) -> Result<Durable, StoreError> {
-    let mut tx = db.begin().await?;
-    let mut appender = store::Appender::begin(&mut tx).await?;
-    appender.push(&mut tx, first).await?;
+    let mut batch = Batch::start(db, first).await?;
     // Take what is queued; then let the requests running now queue theirs
     // (a yield or two) before committing, as long as that brings more:
     // fewer, larger commits write fewer WAL pages and syncs per event.
@@ -275,7 +273,7 @@ async fn gather(
             Ok((event, ack)) => {
                 acks.push(ack);
                 idle_yields = 0;
-                appender.push(&mut tx, event).await?;
+                batch.take(event).await?;
             }
             Err(_) if idle_yields < 2 && yields < 8 => {
                 idle_yields += 1;
@@ -285,8 +283,57 @@ async fn gather(
             Err(_) => break,
         }
     }
-    appender.finish(&mut tx).await?;
-    tx.commit_pipelined().await
+    batch.commit(db).await
+}
+
+/// Where a batch's events go as the writer takes them.
+enum Batch {
+    /// Appended at once, in a transaction begun at the first (SQLite: the
+    /// one writer connection is this server's own, and its changes would
+    /// wait for the batch's commit anyway).
+    Open(Tx, store::Appender),
+    /// Held until the batch is gathered, then appended and committed in
+    /// one go (PostgreSQL: the chain's advisory lock is shared by every
+    /// server on the database, so it is held for the inserts and the
+    /// commit alone, not while this server's requests trickle in).
+    Held(Vec<NewEvent>),
+}
+
+impl Batch {
+    async fn start(db: &Db, first: NewEvent) -> Result<Batch, StoreError> {
+        if db.dialect() == Dialect::Postgres {
+            return Ok(Batch::Held(vec![first]));
+        }
+        let mut tx = db.begin().await?;
+        let mut appender = store::Appender::begin(&mut tx).await?;
+        appender.push(&mut tx, first).await?;
+        Ok(Batch::Open(tx, appender))
+    }
+
+    async fn take(&mut self, event: NewEvent) -> Result<(), StoreError> {
+        match self {
+            Batch::Open(tx, appender) => appender.push(tx, event).await,
+            Batch::Held(events) => {
+                events.push(event);
+                Ok(())
+            }
+        }
+    }
+
+    async fn commit(self, db: &Db) -> Result<Durable, StoreError> {
+        let tx = match self {
+            Batch::Open(mut tx, appender) => {
+                appender.finish(&mut tx).await?;
+                tx
+            }
+            Batch::Held(events) => {
+                let mut tx = db.begin().await?;
+                store::append(&mut tx, events).await?;
+                tx
+            }
+        };
+        tx.commit_pipelined().await
+    }
 }
 
 /// Answers a batch's requests: committed and on disk, or the trail's
