@@ -105,9 +105,9 @@ pub async fn append(tx: &mut Tx, events: Vec<NewEvent>) -> Result<(i64, String),
 }
 
 /// Events appended one at a time to the chain in the caller's
-/// transaction, as they come: the batched writer appends each read event
-/// as soon as it is queued, so that its commit, when the batch closes, has
-/// only the commit itself left to do. [`Appender::begin`] takes the chain
+/// transaction, as they come: the batched writer on SQLite appends each
+/// read event as soon as it is queued, so that its commit, when the batch
+/// closes, has only the commit itself left to do. [`Appender::begin`] takes the chain
 /// (on PostgreSQL its advisory lock) and reads its head; [`Appender::push`]
 /// hashes an event after the last and writes it (on SQLite at once; on
 /// PostgreSQL, which pays a round trip a statement, a multi-row statement
