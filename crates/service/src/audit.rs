@@ -1515,4 +1515,82 @@ mod tests {
         }
         assert!(checked > 100, "{checked}");
     }
+
+    /// A read event for the writer tests, its action given.
+    fn read_event(action: &str) -> NewEvent {
+        NewEvent {
+            at: "2026-12-08T00:00:00.000000Z".to_owned(),
+            kind: "decision".to_owned(),
+            principal_id: Some("p".to_owned()),
+            action: action.to_owned(),
+            resource_type: "partner".to_owned(),
+            resource_id: Some("r".to_owned()),
+            partner_id: Some("r".to_owned()),
+            decision: "allow".to_owned(),
+            policy_version: "1".to_owned(),
+            detail: "{}".to_owned(),
+            matched: vec!["admin#0".to_owned()],
+        }
+    }
+
+    async fn execute(db: &Db, statement: &str) {
+        let mut tx = db.begin().await.unwrap();
+        let mut sql = tx.sql();
+        sql.push(statement);
+        tx.execute(&sql).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// A batch that cannot be written fails the events queued with it (one
+    /// wait for the queue, not one an event), commits none of them, and
+    /// the writer goes on with the next batch. SQLite; the draining is
+    /// the same code on PostgreSQL.
+    #[tokio::test]
+    async fn a_failed_batch_fails_what_is_queued_with_it_and_the_writer_goes_on() {
+        let dir =
+            std::env::temp_dir().join(format!("partnerdb-writer-{}", partnerdb_store::new_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("partnerdb.db").display());
+        let db = Db::connect(&url, &partnerdb_store::DbOptions::default())
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        execute(
+            &db,
+            "CREATE TRIGGER refuse_boom BEFORE INSERT ON audit_events WHEN NEW.action = 'boom' \
+             BEGIN SELECT RAISE(ABORT, 'boom refused'); END",
+        )
+        .await;
+        let writer = AuditWriter::start(db.clone(), 4096, ReadDurability::Commit);
+        // This runtime has one thread: the writer runs only once this test
+        // waits, so that all four are queued when it takes the first.
+        let failing = writer.submit(read_event("boom")).await.unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..3 {
+            queued.push(writer.submit(read_event("read")).await.unwrap());
+        }
+        for (i, pending) in std::iter::once(failing).chain(queued).enumerate() {
+            match pending.committed().await {
+                Err(ServiceError::AuditUnavailable(why)) => {
+                    assert!(why.contains("boom refused"), "event {i}: {why}");
+                }
+                other => panic!("event {i}: {other:?}"),
+            }
+        }
+        writer.write(read_event("read")).await.unwrap();
+        let mut count = db.sql();
+        count.push("SELECT action, COUNT(*) FROM audit_events GROUP BY action");
+        let rows: Vec<(String, i64)> = db
+            .fetch_all(&count)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.text(0), row.int(1)))
+            .collect();
+        assert_eq!(rows, vec![("read".to_owned(), 1)]);
+        let report = verify(&db, Vec::new(), None, |_| {}).await.unwrap();
+        assert_eq!(report.events, 1);
+        db.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
