@@ -1547,10 +1547,18 @@ mod tests {
     /// the same code on PostgreSQL.
     #[tokio::test]
     async fn a_failed_batch_fails_what_is_queued_with_it_and_the_writer_goes_on() {
+        /// The test's directory, removed however the test ends.
+        struct Dir(std::path::PathBuf);
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
         let dir =
-            std::env::temp_dir().join(format!("partnerdb-writer-{}", partnerdb_store::new_id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}", dir.join("partnerdb.db").display());
+            Dir(std::env::temp_dir()
+                .join(format!("partnerdb-writer-{}", partnerdb_store::new_id())));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let url = format!("sqlite://{}", dir.0.join("partnerdb.db").display());
         let db = Db::connect(&url, &partnerdb_store::DbOptions::default())
             .await
             .unwrap();
@@ -1591,6 +1599,5 @@ mod tests {
         let report = verify(&db, Vec::new(), None, |_| {}).await.unwrap();
         assert_eq!(report.events, 1);
         db.close().await;
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
