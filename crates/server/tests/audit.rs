@@ -45,11 +45,9 @@ fn refusal<'e>(events: &'e [Value], id: &str, reason: &str, backend: Backend) ->
 }
 
 async fn sql(app: &TestApp, statement: &str) {
-    let mut tx = app.service.db().begin().await.unwrap();
-    let mut sql = tx.sql();
-    sql.push(statement);
-    tx.execute(&sql).await.unwrap();
-    tx.commit().await.unwrap();
+    partnerdb_testkit::execute(app.service.db(), statement)
+        .await
+        .unwrap();
 }
 
 /// Rewrites the chain from event 3 on, consistently (every event an
@@ -2513,5 +2511,77 @@ async fn lookups_meet_the_unindexed_tail_exactly() {
         }
         assert_eq!(store::indexed_through(db).await.unwrap(), seq(399));
         check("indexed again").await;
+    }
+}
+
+/// A read event for the writer test, its action given.
+fn read_event(action: &str) -> partnerdb_store::audit::NewEvent {
+    partnerdb_store::audit::NewEvent {
+        at: "2026-12-08T00:00:00.000000Z".to_owned(),
+        kind: "decision".to_owned(),
+        principal_id: Some("p".to_owned()),
+        action: action.to_owned(),
+        resource_type: "partner".to_owned(),
+        resource_id: Some("r".to_owned()),
+        partner_id: Some("r".to_owned()),
+        decision: "allow".to_owned(),
+        policy_version: "1".to_owned(),
+        detail: "{}".to_owned(),
+        matched: vec!["admin#0".to_owned()],
+    }
+}
+
+/// A batch that cannot be written fails the events queued with it (one
+/// wait for the queue, not one an event), commits none of them, and the
+/// batched writer goes on with the next batch. (On SQLite the first event
+/// fails as it is appended, the others still queued; on PostgreSQL the
+/// batch is gathered first and fails at its inserts.)
+#[tokio::test]
+async fn a_failed_batch_fails_what_is_queued_with_it_and_the_writer_goes_on() {
+    for backend in BACKENDS {
+        let Some(test) = partnerdb_testkit::database(backend).await else {
+            continue;
+        };
+        let db = &test.db;
+        let refuse = match backend {
+            Backend::Sqlite => {
+                "CREATE TRIGGER refuse_boom BEFORE INSERT ON audit_events WHEN NEW.action = 'boom' \
+                 BEGIN SELECT RAISE(ABORT, 'boom refused'); END"
+            }
+            Backend::Postgres => {
+                "ALTER TABLE audit_events ADD CONSTRAINT boom_refused CHECK (action <> 'boom') NOT VALID"
+            }
+        };
+        partnerdb_testkit::execute(db, refuse).await.unwrap();
+        let writer =
+            partnerdb_service::audit::AuditWriter::start(db.clone(), 4096, ReadDurability::Commit);
+        // This runtime has one thread: the writer runs only once this test
+        // waits, so that all four are queued when it takes the first.
+        let failing = writer.submit(read_event("boom")).await.unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..3 {
+            queued.push(writer.submit(read_event("read")).await.unwrap());
+        }
+        for (i, pending) in std::iter::once(failing).chain(queued).enumerate() {
+            match pending.committed().await {
+                Err(partnerdb_service::ServiceError::AuditUnavailable(why)) => {
+                    assert!(why.contains("boom"), "{backend:?} event {i}: {why}");
+                }
+                other => panic!("{backend:?} event {i}: {other:?}"),
+            }
+        }
+        writer.write(read_event("read")).await.unwrap();
+        let mut count = db.sql();
+        count.push("SELECT action, COUNT(*) FROM audit_events GROUP BY action");
+        let rows: Vec<(String, i64)> = db
+            .fetch_all(&count)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.text(0), row.int(1)))
+            .collect();
+        assert_eq!(rows, vec![("read".to_owned(), 1)], "{backend:?}");
+        let report = verify(db, Vec::new(), None, |_| {}).await.unwrap();
+        assert_eq!(report.events, 1, "{backend:?}");
     }
 }

@@ -90,7 +90,7 @@ async fn drop_schema(db: &Db, schema: &str) {
         if dropped.is_ok() {
             return;
         }
-        let _ = admin_exec(
+        let _ = execute(
             db,
             &format!(
                 "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
@@ -103,7 +103,9 @@ async fn drop_schema(db: &Db, schema: &str) {
     }
 }
 
-async fn admin_exec(db: &Db, statement: &str) -> Result<(), partnerdb_store::StoreError> {
+/// Runs one statement in a transaction of its own (a schema, a trigger, a
+/// constraint a test adds).
+pub async fn execute(db: &Db, statement: &str) -> Result<(), partnerdb_store::StoreError> {
     let mut tx = db.begin().await?;
     let mut sql = tx.sql();
     sql.push(statement);
@@ -164,7 +166,7 @@ pub async fn database(backend: Backend) -> Option<TestDb> {
             )
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL at PARTNERDB_TEST_PG_URL is unreachable: {e}"));
-            admin_exec(&admin, &format!("CREATE SCHEMA {schema}"))
+            execute(&admin, &format!("CREATE SCHEMA {schema}"))
                 .await
                 .unwrap();
             admin.close().await;
